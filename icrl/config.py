@@ -1,0 +1,381 @@
+"""Typed experiment configs: dataclass schemas, YAML presets, ``key.sub=value`` overrides.
+
+A config is one :class:`Config` holding a section per stage. Every field carries a one-line doc
+(``metadata["help"]``), so ``icrl <command> --help`` documents all of them. Loading is strict:
+an unknown key (with the closest valid key suggested), a value of the wrong type or out of range
+raises :class:`ConfigError` with a one-line message that names the key; the CLI turns it into
+exit code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config input; the message is one line that names the key."""
+
+
+def _f(default: Any, help: str, **checks: Any) -> Any:
+    """A dataclass field with a doc line and optional checks (``min``, ``max``, ``choices``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class EnvConfig:
+    """The environment family and its task distribution."""
+
+    id: str = _f("icrl/GaussianBandit-v0", "gymnasium id of the env family (icrl/<Name>-v0)")
+    kwargs: dict = _f({}, "constructor kwargs of the env and its task distribution (n_arms, horizon, sigma, prior, ...)")
+
+
+@dataclass
+class CollectConfig:
+    """Learning-history collection (DESIGN §5)."""
+
+    algorithms: list = _f(["thompson"], "source algorithms: random, emp, ucb, ucb1, thompson, linucb, dpt_random")
+    fractions: list = _f([], "fraction of histories per algorithm, in the order of `algorithms` (empty: equal shares)")
+    n_tasks: int = _f(1000, "number of training tasks", min=1)
+    runs_per_task: int = _f(1, "independent runs (histories) per task", min=1)
+    episodes: int = _f(1, "episodes per history (bandits: 1 episode = the whole horizon)", min=1)
+    histories_per_shard: int = _f(250, "histories per HDF5 shard; one shard is one deterministic block", min=1)
+    backend: str = _f("serial", "where blocks run", choices=["serial"])
+    ucb_c: float = _f(1.0, "exploration constant c of ucb (mu + c/sqrt(n)) and ucb1 (mu + c*sqrt(2 ln t / n))", min=0.0)
+    thompson_prior_mean: float = _f(0.5, "Gaussian Thompson sampling: prior mean mu0 of each arm")
+    thompson_prior_std: float = _f(math.sqrt(1 / 12), "Gaussian Thompson sampling: prior std sigma0 of each arm", min=1e-9)
+    linucb_beta: float = _f(1.0, "LinUCB: width beta of the confidence bonus", min=0.0)
+    linucb_lambda: float = _f(1.0, "LinUCB: ridge regulariser lambda of Sigma = lambda*I + sum phi phi^T", min=1e-9)
+
+    def algorithm_params(self) -> dict[str, float]:
+        """Hyper-parameters handed to every source algorithm."""
+        return {k: getattr(self, k) for k in
+                ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda")}
+
+
+@dataclass
+class ModelSection:
+    """The transformer (DESIGN §7); obs/action sizes come from the env."""
+
+    kind: str = _f("dpt", "method: ad (Algorithm Distillation) or dpt (Decision-Pretrained Transformer)",
+                   choices=["ad", "dpt"])
+    n_layer: int = _f(4, "transformer blocks", min=1)
+    n_head: int = _f(4, "attention heads", min=1)
+    n_embd: int = _f(64, "width of the residual stream (a multiple of n_head)", min=8)
+    dropout: float = _f(0.0, "dropout probability", min=0.0, max=0.9)
+    window: int = _f(0, "AD: attention window K in steps (banded causal mask); 0 = full causal", min=0)
+    block_size: int = _f(0, "max tokens of context (AD: train.seq_len; DPT: context length); 0 = derived", min=0)
+
+
+@dataclass
+class DataConfig:
+    """Where training samples come from (DESIGN §4, §7)."""
+
+    source: str = _f("dataset", "dataset (learning histories on disk) or stream (DPT on bandits: fresh "
+                     "random-context tasks every batch, nothing on disk)", choices=["dataset", "stream"])
+    dataset: str = _f("", "dataset folder; empty: RUN/data written by the collect stage")
+    context_len: int = _f(0, "DPT: transitions in a context (readouts after every prefix 0..n); 0 = env horizon", min=0)
+    seq_len: int = _f(0, "AD: steps per training window (across episodes of one history); 0 = whole history", min=0)
+    weighting: str = _f("none", "use of per-history weights (LHF): none, sample (probability), loss (weighted CE)",
+                        choices=["none", "sample", "loss"])
+
+
+@dataclass
+class TrainConfig:
+    """Supervised pretraining (DESIGN §8)."""
+
+    steps: int = _f(2000, "optimizer steps", min=1)
+    batch_size: int = _f(64, "samples (contexts or windows) per step", min=1)
+    lr: float = _f(1e-3, "peak learning rate of AdamW", min=0.0)
+    weight_decay: float = _f(0.01, "AdamW weight decay", min=0.0)
+    warmup_steps: int = _f(100, "linear warm-up steps before the cosine decay", min=0)
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr", min=0.0, max=1.0)
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+    log_every: int = _f(50, "steps between metric lines", min=1)
+    checkpoint_every: int = _f(500, "steps between checkpoints (one is always written at the end)", min=1)
+    device: str = _f("auto", "auto (cuda if present), cpu or cuda", choices=["auto", "cpu", "cuda"])
+    threads: int = _f(0, "torch CPU threads; 0 = torch's default", min=0)
+
+
+@dataclass
+class EvalConfig:
+    """Online evaluation on unseen tasks (DESIGN §9)."""
+
+    n_tasks: int = _f(200, "unseen tasks to evaluate on", min=1)
+    seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
+    env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...)")
+    baselines: list = _f([], "baseline methods; empty = every one that fits the env")
+    episodes: int = _f(1, "in-context episodes per task (bandits: 1 = the horizon)", min=1)
+    greedy: bool = _f(False, "take the model's argmax instead of sampling from its softmax")
+    offline_sizes: list = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases tracking (opt-in; metrics always go to metrics.jsonl)."""
+
+    enabled: bool = _f(False, "log to wandb")
+    mode: str = _f("", "wandb mode (online, offline, disabled); empty: leave it to WANDB_MODE",
+                   choices=["", "online", "offline", "disabled"])
+    project: str = _f("icrl", "wandb project")
+    entity: str = _f("", "wandb entity (empty: your default)")
+
+
+@dataclass
+class Config:
+    """One experiment: env, collection, model, training, evaluation, tracking."""
+
+    name: str = _f("experiment", "run name; outputs go to runs/<name>/ unless --out is given")
+    seed: int = _f(0, "master seed; the same seed gives byte-identical data", min=0)
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "environment"})
+    collect: CollectConfig = field(default_factory=CollectConfig, metadata={"help": "collection"})
+    model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "training data"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "tracking"})
+
+    def eval_env_kwargs(self) -> dict:
+        """Kwargs of the eval env: the training env's, overridden by ``eval.env_kwargs``."""
+        return {**self.env.kwargs, **self.eval.env_kwargs}
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value (or an override string) to the field type ``tp``, strictly."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or value == "null":
+            return None
+        return _convert(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is list or origin is list:
+        if isinstance(value, str):  # override: comma-separated, or a YAML list
+            value = _yaml_scalar(value) if value.startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (None,)
+        return [(_convert(v, item_tp, f"{key}.{i}") if item_tp else _yaml_scalar(v)) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): (_yaml_scalar(v) if isinstance(v, str) else v) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _yaml_scalar(text: Any) -> Any:
+    """Parse an override value of a free-form field: numbers, booleans, lists, else the string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return float(text) if _looks_float(text) else yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _looks_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not text.lstrip("+-").isdigit() and text.lower() not in ("nan", "inf", "-inf", "infinity")
+
+
+def _check(value: Any, meta: dict, key: str) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: must be one of {meta['choices']}, got {value!r}")
+    if value is None or isinstance(value, (bool, str, list, dict)):
+        return
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{key}: must be >= {meta['min']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{key}: must be <= {meta['max']}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, naming ``prefix + key`` in every error."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            raise ConfigError(f"{key}: unknown key{_suggest(prefix, str(k), fields)}")
+        value = _convert(v, hints[k], key)
+        _check(value, fields[k].metadata, key)
+        kwargs[k] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def _suggest(prefix: str, key: str, names: Any) -> str:
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.5)
+    return f" (did you mean {prefix}{close[0]}?)" if close else f" (valid: {', '.join(sorted(names))})"
+
+
+def _set_path(data: dict, path: list[str], value: str) -> None:
+    for part in path[:-1]:
+        nxt = data.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+        data = nxt
+    data[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                cls: type = Config) -> Any:
+    """Load a config: defaults <- YAML file <- ``key.sub=value`` overrides, strictly validated.
+
+    Args:
+        path: a YAML preset, or None for the defaults.
+        overrides: ``key.sub=value`` strings; values are converted to the field's type.
+        cls: the root dataclass.
+
+    Raises:
+        ConfigError: one line naming the key: unknown key (closest valid key suggested), wrong
+            type, out-of-range value, unreadable file.
+    """
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"--config: cannot read {p}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config: {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"{item}: overrides are key.sub=value")
+        key, value = item.split("=", 1)
+        _set_path(data, key.strip().split("."), value)
+    cfg = _build(cls, data)
+    validate_env(cfg)
+    return cfg
+
+
+def validate_env(cfg: Config) -> None:
+    """Check ``env.id`` and ``env.kwargs`` against the registered family, naming the bad key."""
+    from icrl import envs
+
+    ids = envs.family_ids()
+    if cfg.env.id not in ids:
+        raise ConfigError(f"env.id: unknown env {cfg.env.id!r}{_suggest('', cfg.env.id, ids)}")
+    check_env_kwargs(cfg.env.id, cfg.env.kwargs, "env.kwargs.")
+    check_env_kwargs(cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
+    if cfg.model.n_embd % cfg.model.n_head:
+        raise ConfigError(f"model.n_embd: {cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
+    from icrl.collectors import POLICIES
+
+    known = set(POLICIES)
+    for i, name in enumerate(cfg.collect.algorithms):
+        if name not in known:
+            raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {name!r}{_suggest('', name, known)}")
+    if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
+        raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
+                          f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")
+
+
+def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:
+    """Check env kwargs against the env constructor's signature and its own validation."""
+    import inspect
+
+    import gymnasium
+
+    from icrl import envs
+
+    entry = gymnasium.spec(env_id).entry_point
+    env_cls = gymnasium.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    params = {n: p for n, p in inspect.signature(env_cls).parameters.items()
+              if n != "render_mode" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    for k, v in kwargs.items():
+        if k not in params:
+            raise ConfigError(f"{prefix}{k}: unknown kwarg of {env_id}{_suggest(prefix, k, params)}")
+        default = params[k].default
+        if default is not inspect.Parameter.empty and default is not None:
+            ok = isinstance(v, type(default)) or (isinstance(default, float) and isinstance(v, int))
+            if not ok or (isinstance(v, bool) and not isinstance(default, bool)):
+                raise ConfigError(f"{prefix}{k}: expected {type(default).__name__}, got {v!r}")
+    try:
+        envs.task_distribution(env_id, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{prefix}{str(e).splitlines()[0]}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """The resolved config as plain data (for manifests, checkpoints and results)."""
+    return dataclasses.asdict(cfg)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per field: ``key (type, default): doc`` — the body of ``--help``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"[{prefix}{f.name}] {f.metadata.get('help', '')}")
+            lines += describe(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        extra = ""
+        if "choices" in f.metadata:
+            extra = f"; one of {f.metadata['choices']}"
+        elif "min" in f.metadata or "max" in f.metadata:
+            extra = f"; range [{f.metadata.get('min', '-inf')}, {f.metadata.get('max', 'inf')}]"
+        lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}{extra}): {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,79 @@
+"""Config loading: presets, overrides, and the one-line errors for every bad input."""
+from pathlib import Path
+
+import pytest
+
+from icrl.cli import main
+from icrl.config import Config, ConfigError, describe, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_preset_loads_and_sets_no_wandb_mode(path):
+    cfg = load_config(path)
+    assert cfg.wandb.mode == ""  # presets never set a wandb mode (DESIGN §8)
+
+
+def test_overrides_convert_to_field_types():
+    cfg = load_config(None, ["collect.n_tasks=7", "collect.ucb_c=2e-1", "env.kwargs.sigma=0.5",
+                             "collect.algorithms=ucb,thompson", "wandb.enabled=true", "seed=3"])
+    assert cfg.collect.n_tasks == 7 and cfg.collect.ucb_c == pytest.approx(0.2)
+    assert cfg.env.kwargs["sigma"] == 0.5 and cfg.collect.algorithms == ["ucb", "thompson"]
+    assert cfg.wandb.enabled is True and cfg.seed == 3
+
+
+def test_defaults_are_a_config():
+    assert isinstance(load_config(), Config)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["collect.n_taks=5"], "collect.n_taks: unknown key (did you mean collect.n_tasks?)"),
+    (["colect.n_tasks=5"], "colect: unknown key (did you mean collect?)"),
+    (["collect.n_tasks=abc"], "collect.n_tasks: expected an integer"),
+    (["collect.n_tasks=1.5"], "collect.n_tasks: expected an integer"),
+    (["collect.n_tasks=0"], "collect.n_tasks: must be >= 1"),
+    (["collect.ucb_c=-1"], "collect.ucb_c: must be >= 0"),
+    (["collect.ucb_c=nan"], "collect.ucb_c: expected a finite number"),
+    (["collect.backend=gpu"], "collect.backend: must be one of"),
+    (["wandb.enabled=maybe"], "wandb.enabled: expected true or false"),
+    (["collect.algorithms=thompsn"], "collect.algorithms.0: unknown algorithm 'thompsn' (did you mean thompson?)"),
+    (["env.id=icrl/GausianBandit-v0"], "env.id: unknown env"),
+    (["env.kwargs.sigmaa=0.1"], "env.kwargs.sigmaa: unknown kwarg"),
+    (["env.kwargs.sigma=-1"], "env.kwargs.sigma:"),
+    (["env.kwargs.n_arms=x"], "env.kwargs.n_arms: expected int"),
+    (["collect"], "overrides are key.sub=value"),
+])
+def test_bad_inputs_name_the_key(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("collect: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
+
+
+def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "data"
+    code = main(["collect", "--out", str(out), "--config", str(CONFIGS[0]), "collect.n_tasks=-3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "collect.n_tasks" in err
+    assert not out.exists()
+
+
+def test_help_documents_every_field():
+    text = "\n".join(describe())
+    for key in ("collect.n_tasks", "collect.histories_per_shard", "env.kwargs", "wandb.mode", "seed"):
+        assert key in text
+    assert all(":" in line for line in describe() if line.startswith("  "))
