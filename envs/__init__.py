@@ -1,0 +1,72 @@
+"""icrl's gymnasium environments and their task distributions (installed as ``icrl.envs``).
+
+Importing this package registers every family with gymnasium (DESIGN §3):
+
+>>> import gymnasium, numpy as np, icrl.envs
+>>> env = gymnasium.make("icrl/GaussianBandit-v0", n_arms=5, horizon=500)
+>>> venv = gymnasium.make_vec("icrl/GaussianBandit-v0", num_envs=64,
+...                           vectorization_mode="vector_entry_point")
+>>> dist = icrl.envs.task_distribution("icrl/GaussianBandit-v0", n_arms=5, horizon=500)
+>>> tasks = dist.sample(64, np.random.default_rng(0))  # (64, 5) arm means
+>>> obs, info = venv.reset(seed=0, options={"task": tasks})
+
+Ids: ``icrl/GaussianBandit-v0``, ``icrl/BernoulliBandit-v0``, ``icrl/LinearBandit-v0``.
+"""
+
+from .bandits import (
+    BanditEnv,
+    BanditVectorEnv,
+    BernoulliBanditEnv,
+    BernoulliBanditTaskDistribution,
+    BernoulliBanditVectorEnv,
+    GaussianBanditEnv,
+    GaussianBanditTaskDistribution,
+    GaussianBanditVectorEnv,
+)
+from .linear_bandit import LinearBanditEnv, LinearBanditTaskDistribution, LinearBanditVectorEnv
+from .tasks import (
+    BanditTaskDistribution,
+    TaskDistribution,
+    family_ids,
+    register_family,
+    task_distribution,
+)
+
+__all__ = [
+    "BanditEnv",
+    "BanditTaskDistribution",
+    "BanditVectorEnv",
+    "BernoulliBanditEnv",
+    "BernoulliBanditTaskDistribution",
+    "BernoulliBanditVectorEnv",
+    "GaussianBanditEnv",
+    "GaussianBanditTaskDistribution",
+    "GaussianBanditVectorEnv",
+    "LinearBanditEnv",
+    "LinearBanditTaskDistribution",
+    "LinearBanditVectorEnv",
+    "TaskDistribution",
+    "family_ids",
+    "register_family",
+    "task_distribution",
+]
+
+# One line per family: the id, its single env, its native vector env, its task distribution.
+register_family(
+    "icrl/GaussianBandit-v0",
+    GaussianBanditEnv,
+    GaussianBanditVectorEnv,
+    GaussianBanditTaskDistribution,
+)
+register_family(
+    "icrl/BernoulliBandit-v0",
+    BernoulliBanditEnv,
+    BernoulliBanditVectorEnv,
+    BernoulliBanditTaskDistribution,
+)
+register_family(
+    "icrl/LinearBandit-v0",
+    LinearBanditEnv,
+    LinearBanditVectorEnv,
+    LinearBanditTaskDistribution,
+)

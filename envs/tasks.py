@@ -1,0 +1,299 @@
+"""Task distributions and the registry of environment families.
+
+A *family* is one gymnasium id together with its single env, its native vector env and its
+:class:`TaskDistribution` (DESIGN §3). :func:`register_family` records the three and registers the
+id with gymnasium, so ``gymnasium.make(id)`` and
+``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` both work, and
+:func:`task_distribution` builds the task distribution from the same kwargs as the env.
+
+The small ``require_*`` helpers validate constructor kwargs; their messages start with the kwarg
+name and a colon (``"sigma: must be > 0, got -1.0"``) because the config layer prefixes them with
+``"env.kwargs."``.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+__all__ = [
+    "BanditTaskDistribution",
+    "TaskDistribution",
+    "family_ids",
+    "register_family",
+    "require_choice",
+    "require_int",
+    "require_positive",
+    "task_distribution",
+]
+
+
+# --------------------------------------------------------------------------- kwarg validation
+
+
+def require_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an ``int`` or raise a ``ValueError`` naming ``name``.
+
+    Args:
+        name: The kwarg name, used as the message prefix.
+        value: The value to check; Python and numpy integers are accepted, ``bool`` is not.
+        minimum: The smallest allowed value.
+
+    Raises:
+        ValueError: ``value`` is not an integer or is below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def require_positive(name: str, value: Any) -> float:
+    """Return ``value`` as a finite ``float`` > 0 or raise a ``ValueError`` naming ``name``.
+
+    Raises:
+        ValueError: ``value`` is not a real number, not finite, or not > 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: must be a number > 0, got {value!r}")
+    if not math.isfinite(float(value)) or value <= 0:
+        raise ValueError(f"{name}: must be > 0, got {float(value)!r}")
+    return float(value)
+
+
+def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ``ValueError`` naming ``name``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}: must be one of {options}, got {value!r}")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- task distributions
+
+
+class TaskDistribution(abc.ABC):
+    """The tasks of one environment family, sampled or enumerated, with their oracle.
+
+    Subclasses take the same constructor kwargs as the family's env and set ``task_shape``.
+
+    Attributes:
+        env_id: The gymnasium id of the family (set again by :func:`task_distribution`, so a class
+            registered under several ids reports the id it was built for).
+        task_shape: Shape of one task's parameters; a batch of tasks is ``(n, *task_shape)``.
+    """
+
+    env_id: str = ""
+    task_shape: tuple[int, ...] = ()
+
+    @abc.abstractmethod
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` tasks i.i.d. from the family's prior.
+
+        Args:
+            n: Number of tasks (>= 0).
+            rng: The only source of randomness.
+
+        Returns:
+            ``(n, *task_shape)`` float64 task parameters.
+        """
+
+    def split(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Fixed ``(train, test)`` task arrays of a finite family; ``None`` for infinite ones."""
+        return None
+
+    @abc.abstractmethod
+    def oracle_action(self, tasks: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Optimal action of each task in the given observation (DPT labels, oracle baseline).
+
+        Args:
+            tasks: ``(n, *task_shape)`` task parameters.
+            obs: ``(n, ...)`` current observations, one per task.
+
+        Returns:
+            ``(n,)`` int64 actions.
+        """
+
+    @abc.abstractmethod
+    def max_return(self, tasks: np.ndarray) -> np.ndarray:
+        """Expected return of the oracle over one episode of each task (LHF's R_max).
+
+        Args:
+            tasks: ``(n, *task_shape)`` task parameters.
+
+        Returns:
+            ``(n,)`` float64 returns.
+        """
+
+    def check_tasks(self, tasks: Any) -> np.ndarray:
+        """Validate a batch of tasks and return it as a float64 array.
+
+        Subclasses extend this with family-specific range checks.
+
+        Args:
+            tasks: Array-like of shape ``(n, *task_shape)``.
+
+        Raises:
+            ValueError: Wrong shape or non-finite values.
+        """
+        arr = np.asarray(tasks, dtype=np.float64)
+        if arr.ndim != 1 + len(self.task_shape) or arr.shape[1:] != self.task_shape:
+            raise ValueError(
+                f"tasks: expected shape (n, {', '.join(map(str, self.task_shape))}) for "
+                f"{self.env_id or type(self).__name__}, got {arr.shape}; pass one row per task"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("tasks: all task parameters must be finite")
+        return arr
+
+
+class BanditTaskDistribution(TaskDistribution):
+    """A distribution over K-armed bandit tasks; a task fixes the expected reward of every arm.
+
+    The observation of a bandit is constant, so the oracle pulls ``argmax_a mu_a`` and its return
+    over one episode (the whole horizon) is ``horizon * max_a mu_a``.
+
+    Attributes:
+        n_arms: Number of arms K.
+        horizon: Pulls per episode.
+    """
+
+    n_arms: int
+    horizon: int
+
+    @abc.abstractmethod
+    def means(self, tasks: np.ndarray) -> np.ndarray:
+        """Expected reward of every arm of every task.
+
+        Args:
+            tasks: ``(n, *task_shape)`` task parameters.
+
+        Returns:
+            ``(n, n_arms)`` float64 arm means.
+        """
+
+    def oracle_action(self, tasks: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """``argmax_a mu_a`` per task; ``obs`` (constant for bandits) only fixes the batch size."""
+        mu = self.means(tasks)  # (n, K)
+        obs_arr = np.asarray(obs)
+        if obs_arr.ndim >= 1 and obs_arr.shape[0] != mu.shape[0]:
+            raise ValueError(
+                f"obs: expected one observation per task ({mu.shape[0]}), got {obs_arr.shape[0]}"
+            )
+        return np.argmax(mu, axis=1).astype(np.int64)  # (n,)
+
+    def max_return(self, tasks: np.ndarray) -> np.ndarray:
+        """``horizon * max_a mu_a`` per task."""
+        return self.horizon * self.means(tasks).max(axis=1)  # (n,)
+
+
+# --------------------------------------------------------------------------- family registry
+
+
+@dataclass(frozen=True)
+class _Family:
+    env_cls: type
+    vector_cls: type
+    task_cls: type
+
+
+_FAMILIES: dict[str, _Family] = {}
+
+
+def _entry_point(cls: type) -> str | type:
+    """A ``"module:Class"`` string when the class is importable by name, else the class itself.
+
+    Strings keep the gymnasium spec serialisable and let ``AsyncVectorEnv`` workers import the
+    class; classes defined in ``__main__`` or inside a function cannot be found that way.
+    """
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        return cls
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _same_class(a: type, b: type) -> bool:
+    # Compare by qualified name, not identity: re-importing or reloading a module makes new
+    # class objects for the same definitions, and that must stay a harmless re-registration.
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def register_family(env_id: str, env_cls: type, vector_cls: type, task_cls: type) -> None:
+    """Register an environment family with icrl and with gymnasium.
+
+    The id gets ``entry_point=env_cls`` and ``vector_entry_point=vector_cls``. No
+    ``max_episode_steps`` is registered: the envs truncate their own episodes at ``horizon``, so
+    ``env.unwrapped`` behaves like the wrapped env. Registering the same classes again (a
+    re-import) does nothing.
+
+    Args:
+        env_id: A gymnasium id such as ``"icrl/GaussianBandit-v0"``.
+        env_cls: The single ``gymnasium.Env`` class.
+        vector_cls: The native ``gymnasium.vector.VectorEnv`` class (takes ``num_envs`` plus the
+            env kwargs).
+        task_cls: The :class:`TaskDistribution` subclass (takes the env kwargs).
+
+    Raises:
+        ValueError: ``env_id`` is already registered to different classes, or ``task_cls`` is not
+            a :class:`TaskDistribution`.
+    """
+    if not (isinstance(task_cls, type) and issubclass(task_cls, TaskDistribution)):
+        raise ValueError(f"task_cls: must be a TaskDistribution subclass, got {task_cls!r}")
+    family = _Family(env_cls, vector_cls, task_cls)
+    old = _FAMILIES.get(env_id)
+    if old is not None and not all(
+        _same_class(a, b)
+        for a, b in zip(
+            (old.env_cls, old.vector_cls, old.task_cls), (env_cls, vector_cls, task_cls)
+        )
+    ):
+        raise ValueError(
+            f"env_id: {env_id!r} is already registered to {old.env_cls.__qualname__}; "
+            "register the new family under a new id (e.g. bump the -vN version)"
+        )
+    _FAMILIES[env_id] = family
+
+    entry, vector_entry = _entry_point(env_cls), _entry_point(vector_cls)
+    spec = gymnasium.registry.get(env_id)
+    if spec is not None and spec.entry_point == entry and spec.vector_entry_point == vector_entry:
+        return  # already registered identically; gymnasium would warn about overriding
+    gymnasium.register(id=env_id, entry_point=entry, vector_entry_point=vector_entry)
+
+
+def family_ids() -> tuple[str, ...]:
+    """The ids of all registered families, in registration order."""
+    return tuple(_FAMILIES)
+
+
+def task_distribution(env_id: str, **env_kwargs: Any) -> TaskDistribution:
+    """Build the task distribution of a registered family from the env's kwargs.
+
+    Args:
+        env_id: A registered id, e.g. ``"icrl/BernoulliBandit-v0"``.
+        **env_kwargs: The same kwargs the env takes (``n_arms=5, prior="beta"``, ...).
+
+    Raises:
+        ValueError: Unknown ``env_id``, or invalid kwargs (message starts with the kwarg name).
+    """
+    family = _FAMILIES.get(env_id)
+    if family is None:
+        known = ", ".join(repr(i) for i in _FAMILIES) or "none"
+        raise ValueError(
+            f"env_id: unknown family {env_id!r}; registered: {known} "
+            "(import the module that registers it, e.g. icrl.envs)"
+        )
+    params = inspect.signature(family.task_cls).parameters
+    for name in env_kwargs:
+        if name not in params:
+            valid = ", ".join(params) or "none"
+            raise ValueError(f"{name}: not a kwarg of {env_id}; valid kwargs: {valid}")
+    dist = family.task_cls(**env_kwargs)
+    dist.env_id = env_id
+    return dist
