@@ -1,0 +1,577 @@
+"""Learning-history storage: HDF5 shards plus a JSON manifest (DESIGN §4).
+
+A dataset is a folder ``DIR/``: ``shard-NNNNN.h5`` files (5-digit index, one block of histories
+each), derived files ``<name>.h5`` (LHF scores, weights) and ``manifest.json``, written last::
+
+    {"schema": "icrl.histories/v1", "env_id": str, "env_kwargs": {...}, "sources": [names],
+     "collect": {...}, "task_split": ..., (any other metadata given to DatasetWriter)
+     "n_histories": int, "n_steps": int,
+     "shards": [{"file": "shard-00000.h5", "n_histories": int, "n_steps": int, "sha256": hex}],
+     "derived": [{"name": str, "file": "<name>.h5", "sha256": hex, "meta": {...}}]}
+
+A shard holds numeric datasets only (strings and configs live in the manifest):
+
+- ``steps/<field>``: the shard's histories back to back, shape ``(n_steps, ...)``; fields ``obs``,
+  ``action``, ``reward``, ``terminated``, ``truncated``, optional ``oracle_action``, ``regret``.
+  Chunked along axis 0 and uncompressed, so a random window ``ds[a:b]`` touches one or two
+  chunks and decompresses nothing.
+- ``histories/offset``, ``length``, ``task``, ``run``, ``source``: ``(n,)`` int64; history ``j``
+  is rows ``offset[j] : offset[j] + length[j]`` of every ``steps/*``; ``source`` indexes the
+  manifest's ``sources``. ``histories/task_params``: ``(n, P)`` float64 flattened task parameters.
+- ``histories/return_values`` (flat float64) and ``return_offsets`` (``(n + 1,)`` int64): history
+  ``j``'s episode returns are ``values[offsets[j] : offsets[j + 1]]``.
+- Root attribute ``content_sha256`` (uint8[32]): SHA-256 of every dataset's name, dtype, shape and
+  bytes, so a shard can be checked before any manifest exists (resuming a killed collection);
+  the manifest's ``sha256`` hashes the whole file.
+
+Files use the HDF5 1.10 format (metadata checksummed). Every file is written under
+``<final name>.tmp-<pid>`` (never ending in ``.h5``, so no reader takes it for a shard), fsynced
+and renamed. Identical batches give byte-identical shards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import h5py
+import numpy as np
+
+SCHEMA = "icrl.histories/v1"
+REQUIRED_FIELDS = ("obs", "action", "reward", "terminated", "truncated")
+INDEX_FIELDS = ("offset", "length", "task", "run", "source", "task_params", "return_values",
+                "return_offsets")
+# ~64 KiB chunks: inside HDF5's advised 10 KiB-1 MiB range; large enough that the chunk index of
+# a long history stays small, small enough that a training window (tens to a few thousand steps)
+# reads at most ~2 chunks per field and h5py's default 1 MiB chunk cache holds 16 of them.
+CHUNK_BYTES = 64 * 1024
+_SHARD_RE = re.compile(r"^shard-(\d{5})\.h5$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# A damaged HDF5 file can surface as almost any exception inside h5py (OSError, KeyError, even
+# AttributeError when a header decodes as another object type), so file checks catch them all.
+_H5_ERRORS = (Exception,)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _require_json(obj: Any, what: str) -> None:
+    try:
+        json.dumps(obj)
+    except TypeError as exc:
+        raise ValueError(f"{what} must be JSON-serialisable (convert numpy values with "
+                         f".item()/.tolist()): {exc}") from exc
+
+
+@dataclass
+class HistoryBatch:
+    """A block of learning histories in memory, steps flat over all histories.
+
+    Attributes:
+        steps: Field -> array ``(total_steps, ...)``: ``obs``, ``action``, ``reward``,
+            ``terminated``, ``truncated``, optional ``oracle_action``, ``regret``.
+        lengths: ``(n,)`` int64 steps per history.
+        task: ``(n,)`` int64 task index (histories of the same task share it).
+        task_params: ``(n, P)`` float64 flattened task parameters.
+        run: ``(n,)`` int64 run index within its task.
+        source: ``(n,)`` int64 index into the manifest's list of source names.
+        episode_returns: ``n`` ragged 1-D float64 arrays.
+    """
+
+    steps: dict[str, np.ndarray]
+    lengths: np.ndarray
+    task: np.ndarray
+    task_params: np.ndarray
+    run: np.ndarray
+    source: np.ndarray
+    episode_returns: list[np.ndarray]
+
+    @property
+    def n_histories(self) -> int:
+        """Number of histories."""
+        return int(len(self.lengths))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(n + 1,)`` int64: history ``j`` is rows ``offsets[j]:offsets[j + 1]`` of ``steps``."""
+        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def validate(self) -> None:
+        """Check shapes and dtypes; raise ``ValueError`` naming the inconsistent field."""
+        lengths = np.asarray(self.lengths)
+        _require(lengths.ndim == 1 and lengths.dtype.kind in "iu" and bool(np.all(lengths >= 0)),
+                 f"lengths must be a 1-D array of non-negative ints, got {lengths.dtype} "
+                 f"{lengths.shape}")
+        n, total = len(lengths), int(lengths.sum())
+        for name in ("task", "run", "source"):
+            arr = np.asarray(getattr(self, name))
+            _require(arr.shape == (n,) and arr.dtype.kind in "iu", f"{name} must be an integer "
+                     f"array of shape ({n},) like lengths, got {arr.dtype} {arr.shape}")
+        _require(np.ndim(self.task_params) == 2 and len(self.task_params) == n,
+                 f"task_params must have shape ({n}, P), got {np.shape(self.task_params)}")
+        _require(len(self.episode_returns) == n and all(np.ndim(r) == 1 for r in
+                 self.episode_returns), f"episode_returns must be {n} 1-D arrays, one a history")
+        missing = [f for f in REQUIRED_FIELDS if f not in self.steps]
+        _require(not missing, f"steps lacks the required fields {missing}")
+        for name, arr in self.steps.items():
+            arr = np.asarray(arr)
+            _require(bool(_NAME_RE.match(name)),
+                     f"step field {name!r} must match {_NAME_RE.pattern}")
+            _require(arr.dtype.kind in "biuf", f"steps[{name!r}] has dtype {arr.dtype}; "
+                     f"store numbers or bools")
+            _require(arr.ndim > 0 and arr.shape[0] == total, f"steps[{name!r}] has shape "
+                     f"{arr.shape} but lengths sum to {total}; give one row per step")
+
+    @classmethod
+    def concat(cls, batches: Sequence[HistoryBatch]) -> HistoryBatch:
+        """Concatenate batches with the same step fields (histories kept in order)."""
+        _require(len(batches) > 0, "concat needs at least one batch, got none")
+        fields = list(batches[0].steps)
+        for b in batches:
+            _require(set(b.steps) == set(fields), f"cannot concat batches with different step "
+                     f"fields: {sorted(fields)} vs {sorted(b.steps)}")
+
+        def cat(name: str, dtype: type) -> np.ndarray:
+            return np.concatenate([np.asarray(getattr(b, name)) for b in batches]).astype(dtype)
+
+        return cls(steps={f: np.concatenate([np.asarray(b.steps[f]) for b in batches])
+                          for f in fields},
+                   lengths=cat("lengths", np.int64), task=cat("task", np.int64),
+                   task_params=cat("task_params", np.float64), run=cat("run", np.int64),
+                   source=cat("source", np.int64),
+                   episode_returns=[np.asarray(r, np.float64) for b in batches
+                                    for r in b.episode_returns])
+
+
+# ----------------------------------------------------------------------------- files
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, fsync, rename to ``path`` and fsync the folder: a crash leaves either
+    the old state or the complete new file, never a half-written one under the final name."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", "utf-8"))
+
+
+def _write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
+    def write(tmp: Path) -> None:
+        # The 1.10 format checksums its metadata: a flipped byte outside the data fails on open
+        # (the 1.8 default leaves most of a small file as unchecked free space).
+        with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
+            fill(f)
+    _atomic_write(path, write)
+
+
+def _content_digest(f: h5py.File) -> np.ndarray:
+    """SHA-256 over name, dtype, shape and bytes of every dataset, read in ~16 MiB blocks."""
+    h = hashlib.sha256()
+    for name in [f"{g}/{k}" for g in ("histories", "steps") for k in sorted(f[g])]:
+        ds = f[name]
+        h.update(f"{name}|{ds.dtype.str}|{ds.shape}|".encode())
+        rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+        for a in range(0, ds.shape[0], rows):
+            h.update(np.ascontiguousarray(ds[a:a + rows]).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _fill_shard(f: h5py.File, batch: HistoryBatch) -> None:
+    total = int(np.sum(batch.lengths))
+    for name, arr in batch.steps.items():
+        arr = np.ascontiguousarray(arr)
+        rows = min(total, max(1, CHUNK_BYTES // max(1, arr.itemsize * int(np.prod(arr.shape[1:])))))
+        f.create_dataset(f"steps/{name}", data=arr,
+                         chunks=(rows, *arr.shape[1:]) if arr.size else None)
+    returns = [np.asarray(r, np.float64) for r in batch.episode_returns]
+    index = {"offset": batch.offsets[:-1], "length": batch.lengths, "task": batch.task,
+             "run": batch.run, "source": batch.source, "task_params": batch.task_params,
+             "return_values": np.concatenate(returns),
+             "return_offsets": np.concatenate([[0], np.cumsum([len(r) for r in returns])])}
+    for name, arr in index.items():
+        dtype = np.float64 if name in ("task_params", "return_values") else np.int64
+        f.create_dataset(f"histories/{name}", data=np.asarray(arr, dtype=dtype))
+    f.attrs["content_sha256"] = _content_digest(f)
+
+
+def _shard_problems(f: h5py.File, name: str, n_sources: int | None,
+                    content: bool = True) -> tuple[list[str], int, int]:
+    """Check an open shard's index (and content checksum); returns (problems, n, n_steps)."""
+    missing = [f"histories/{k}" for k in INDEX_FIELDS if f"histories/{k}" not in f]
+    missing += [f"steps/{k}" for k in REQUIRED_FIELDS if f"steps/{k}" not in f]
+    if missing:
+        return [f"{name}: missing datasets {missing}"], 0, 0
+    idx = {k: f[f"histories/{k}"][()] for k in INDEX_FIELDS}
+    n, lengths = len(idx["length"]), idx["length"]
+    bad = [k for k in ("offset", "task", "run", "source") if idx[k].shape != (n,)]
+    bad += ["task_params"] if idx["task_params"].ndim != 2 or len(idx["task_params"]) != n else []
+    if bad:
+        return [f"{name}: histories/{k} does not have one row per history" for k in bad], n, 0
+    total, problems = int(lengths.sum()), []
+    if np.any(lengths < 0) or not np.array_equal(idx["offset"], np.cumsum(lengths) - lengths):
+        problems.append(f"{name}: histories/offset does not match the cumulative lengths")
+    problems += [f"{name}: steps/{k} has {f['steps'][k].shape[:1]} rows, but the history lengths "
+                 f"sum to {total}" for k in f["steps"] if f["steps"][k].shape[:1] != (total,)]
+    ro = idx["return_offsets"]
+    if ro.shape != (n + 1,) or ro[0] != 0 or np.any(np.diff(ro) < 0) \
+            or ro[-1] != len(idx["return_values"]):
+        problems.append(f"{name}: histories/return_offsets is inconsistent with return_values")
+    if n_sources is not None and np.any((idx["source"] < 0) | (idx["source"] >= n_sources)):
+        problems.append(f"{name}: histories/source has indices outside the {n_sources} sources")
+    if content and not np.array_equal(f.attrs.get("content_sha256", []), _content_digest(f)):
+        problems.append(f"{name}: content checksum mismatch (data corrupted)")
+    return problems, n, total
+
+
+def _check_shard_file(path: Path, n_sources: int | None) -> tuple[list[str], int, int]:
+    try:
+        with h5py.File(path, "r") as f:
+            return _shard_problems(f, path.name, n_sources)
+    except _H5_ERRORS as exc:
+        return [f"{path.name}: unreadable HDF5 (truncated or corrupted): {exc}"], 0, 0
+
+
+# ----------------------------------------------------------------------------- writing
+class DatasetWriter:
+    """Writes shards, then the manifest (last), into a dataset folder.
+
+    Args:
+        directory: The dataset folder (created if missing).
+        meta: Manifest metadata: ``env_id``, ``env_kwargs``, ``sources`` (names that
+            ``HistoryBatch.source`` indexes), usually ``collect`` (the collector config) and
+            ``task_split``. JSON-serialisable.
+    """
+
+    def __init__(self, directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+        missing = [k for k in ("env_id", "env_kwargs", "sources") if k not in meta]
+        _require(not missing, f"meta lacks {missing}; pass env_id, env_kwargs and sources")
+        reserved = sorted({"schema", "n_histories", "n_steps", "shards", "derived"} & set(meta))
+        _require(not reserved, f"meta must not set {reserved}; the writer fills them")
+        sources = meta["sources"]
+        _require(isinstance(sources, list) and len(sources) > 0 and all(isinstance(s, str)
+                 for s in sources), f"meta['sources'] must be a non-empty list of names, "
+                 f"got {sources!r}")
+        _require_json(meta, "meta")
+        self.directory, self.meta = Path(directory), dict(meta)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write_shard(self, index: int, batch: HistoryBatch) -> dict[str, Any]:
+        """Write ``batch`` as ``shard-{index:05d}.h5``; returns its manifest entry
+        ``{"file", "n_histories", "n_steps", "sha256"}``."""
+        _require(0 <= int(index) <= 99_999, f"shard index must be in [0, 99999], got {index}")
+        batch.validate()
+        _require(batch.n_histories > 0, f"shard {index}: the batch has no histories; skip it")
+        k = len(self.meta["sources"])
+        _require(bool(np.all((batch.source >= 0) & (batch.source < k))),
+                 f"batch.source must index meta['sources'] (0..{k - 1})")
+        path = self.directory / f"shard-{int(index):05d}.h5"
+        _write_h5(path, lambda f: _fill_shard(f, batch))
+        return {"file": path.name, "n_histories": batch.n_histories,
+                "n_steps": int(np.sum(batch.lengths)), "sha256": file_sha256(path)}
+
+    def finish(self, shard_entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Write ``manifest.json`` atomically, listing ``shard_entries``; returns the manifest."""
+        entries = sorted((dict(e) for e in shard_entries), key=lambda e: e["file"])
+        files = [e["file"] for e in entries]
+        _require(len(files) > 0 and len(set(files)) == len(files),
+                 f"shard_entries must list each written shard once, got {files}")
+        absent = [f for f in files if not (self.directory / f).is_file()]
+        _require(not absent, f"shard_entries lists shards not in {self.directory}: {absent}")
+        manifest = {"schema": SCHEMA, **self.meta,
+                    "n_histories": sum(int(e["n_histories"]) for e in entries),
+                    "n_steps": sum(int(e["n_steps"]) for e in entries),
+                    "shards": entries, "derived": []}
+        _write_json(self.directory / "manifest.json", manifest)
+        return manifest
+
+
+def complete_shards(directory: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """Shard index -> manifest entry for the shards on disk that open, pass their index and
+    content checks and, where a manifest lists them, match its sha256. To resume a killed
+    collection, only the indices missing here need collecting again."""
+    directory, listed = Path(directory), {}
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        listed = {e["file"]: e["sha256"] for e in manifest["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no (valid) manifest yet: each shard's own content checksum decides
+    found: dict[int, dict[str, Any]] = {}
+    for path in sorted(directory.glob("shard-*.h5")):
+        match = _SHARD_RE.match(path.name)
+        if match and path.is_file():
+            problems, n, total = _check_shard_file(path, None)
+            sha = file_sha256(path)
+            if not problems and n > 0 and listed.get(path.name, sha) == sha:
+                found[int(match.group(1))] = {"file": path.name, "n_histories": n,
+                                              "n_steps": total, "sha256": sha}
+    return found
+
+
+def remove_partials(directory: str | os.PathLike) -> list[str]:
+    """Delete the temp files (``*.tmp-<pid>``) of killed writers; returns their names.
+    Call it only while no writer works on the folder."""
+    removed = sorted(p.name for p in Path(directory).glob("*.tmp-*") if p.is_file())
+    for name in removed:
+        (Path(directory) / name).unlink()
+    return removed
+
+
+# ----------------------------------------------------------------------------- reading
+def _load_manifest(directory: Path) -> dict[str, Any]:
+    """Read and check ``manifest.json``, with a FileNotFoundError/ValueError that says why."""
+    path = directory / "manifest.json"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset folder {directory} does not exist; "
+                                f"pass the --out folder of `icrl collect`")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the collection did not finish (the "
+                                f"manifest is written last); rerun `icrl collect` to resume it")
+    text = path.read_text(encoding="utf-8")
+    _require(bool(text.strip()), f"{path} is empty; rerun `icrl collect` to rewrite it")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rerun `icrl collect`") from exc
+    _require(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA,
+             f"{path}: not an {SCHEMA!r} manifest")
+    kinds = {"env_id": str, "env_kwargs": dict, "sources": list, "n_histories": int,
+             "n_steps": int, "shards": list, "derived": list}
+    bad = [k for k, t in kinds.items() if not isinstance(manifest.get(k), t)]
+    _require(not bad, f"{path}: keys {bad} are missing or of the wrong type")
+    for e in manifest["shards"]:
+        _require(isinstance(e, dict) and isinstance(e.get("file"), str)
+                 and isinstance(e.get("sha256"), str)
+                 and all(isinstance(e.get(k), int) for k in ("n_histories", "n_steps")),
+                 f"{path}: malformed shard entry {e!r}")
+    return manifest
+
+
+class HistoryStore:
+    """Read-only access to a dataset folder written by :class:`DatasetWriter`.
+
+    The per-history index (``lengths``, ``task``, ``run``, ``source``, ``task_params``,
+    ``episode_returns``) is loaded from every shard at open; steps are read on demand with
+    ``ds[a:b]`` slices. Handles reopen in a forked or unpickled copy (DataLoader workers).
+
+    Args:
+        directory: The dataset folder (holding ``manifest.json``).
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.manifest = _load_manifest(self.directory)
+        self.n_histories: int = self.manifest["n_histories"]
+        self.n_steps: int = self.manifest["n_steps"]
+        _require(self.n_histories > 0 and len(self.manifest["shards"]) > 0,
+                 f"{self.directory}/manifest.json lists zero histories; collect some with "
+                 f"`icrl collect --out {self.directory}`")
+        self.env_id: str = self.manifest["env_id"]
+        self.env_kwargs: dict[str, Any] = self.manifest["env_kwargs"]
+        self.sources: list[str] = list(self.manifest["sources"])
+        self._files: list[h5py.File] = []
+        self._pid, self._closed = -1, False
+        self._open()
+        parts: list[dict[str, np.ndarray]] = []
+        for f, entry in zip(self._files, self.manifest["shards"]):
+            try:
+                problems, n, _ = _shard_problems(f, entry["file"], len(self.sources), False)
+            except _H5_ERRORS as exc:
+                problems, n = [f"{entry['file']}: unreadable index ({exc})"], 0
+            if not problems and n != entry["n_histories"]:
+                problems = [f"{entry['file']}: {n} histories, manifest says {entry['n_histories']}"]
+            if not problems and parts and tuple(sorted(f["steps"])) != self.fields:
+                problems = [f"{entry['file']}: step fields differ from the first shard's"]
+            if problems:
+                self.close()
+                raise ValueError("; ".join(problems) + f"; run `icrl verify {self.directory}`")
+            self.fields: tuple[str, ...] = tuple(sorted(f["steps"]))
+            parts.append({k: f[f"histories/{k}"][()] for k in INDEX_FIELDS})
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in INDEX_FIELDS}
+        self.lengths: np.ndarray = cat["length"]
+        self.task: np.ndarray = cat["task"]
+        self.run: np.ndarray = cat["run"]
+        self.source: np.ndarray = cat["source"]
+        self.task_params: np.ndarray = cat["task_params"]
+        self.episode_returns: list[np.ndarray] = [
+            p["return_values"][a:b] for p in parts
+            for a, b in zip(p["return_offsets"][:-1], p["return_offsets"][1:])]
+        self._offset = cat["offset"]
+        self._shard_of = np.repeat(np.arange(len(parts)), [len(p["length"]) for p in parts])
+        if len(self.lengths) != self.n_histories:
+            self.close()
+            raise ValueError(f"shards hold {len(self.lengths)} histories, manifest says "
+                             f"{self.n_histories}; run `icrl verify {self.directory}`")
+
+    def _open(self) -> None:
+        paths = [self.directory / e["file"] for e in self.manifest["shards"]]
+        absent = [p.name for p in paths if not p.is_file()]
+        if absent:
+            raise FileNotFoundError(f"shards listed in {self.directory}/manifest.json are "
+                                    f"missing: {absent}; run `icrl verify {self.directory}`")
+        self._files, self._datasets, self._pid = [], [], os.getpid()
+        for p in paths:
+            try:
+                self._files.append(h5py.File(p, "r"))
+                self._datasets.append({k: self._files[-1]["steps"][k]
+                                       for k in self._files[-1]["steps"]})
+            except _H5_ERRORS as exc:
+                self.close()
+                raise ValueError(f"{p.name} is unreadable ({exc}); run `icrl verify "
+                                 f"{self.directory}`") from exc
+
+    def _check(self, i: int) -> int:
+        _require(not self._closed, f"HistoryStore({self.directory}) is closed; open a new one")
+        _require(isinstance(i, (int, np.integer)) and 0 <= i < self.n_histories,
+                 f"history index i={i!r} must be an integer in [0, {self.n_histories})")
+        if self._pid != os.getpid():  # forked or unpickled: HDF5 handles are per process
+            self._open()
+        return int(i)
+
+    def window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+        """Steps ``start : start + length`` of history ``i`` (one ``ds[a:b]`` read a field)."""
+        i, n = self._check(i), int(self.lengths[i])
+        _require(0 <= start and 0 <= length and start + length <= n, f"window start={start}, "
+                 f"length={length} must lie inside history {i} of {n} steps")
+        a = int(self._offset[i]) + int(start)
+        return {k: ds[a:a + int(length)] for k, ds in self._datasets[self._shard_of[i]].items()}
+
+    def history(self, i: int) -> dict[str, np.ndarray]:
+        """All steps of history ``i``: field -> array of shape ``(lengths[i], ...)``."""
+        return self.window(i, 0, int(self.lengths[self._check(i)]))
+
+    def load(self) -> HistoryBatch:
+        """Every history in memory as one :class:`HistoryBatch` (small datasets, training)."""
+        self._check(0)
+        return HistoryBatch(
+            steps={k: np.concatenate([d[k][()] for d in self._datasets]) for k in self.fields},
+            lengths=self.lengths, task=self.task, task_params=self.task_params, run=self.run,
+            source=self.source, episode_returns=list(self.episode_returns))
+
+    def write_derived(self, name: str, arrays: dict[str, np.ndarray],
+                      meta: dict[str, Any]) -> dict[str, Any]:
+        """Write ``DIR/<name>.h5`` atomically and list it in the manifest (rewritten
+        atomically; shards untouched). Rewriting an existing name replaces it.
+
+        Args:
+            name: File stem such as ``"lhf_weights"``: letters, digits, ``_ . -``.
+            arrays: Dataset name -> numeric array.
+            meta: JSON-serialisable description, kept in the manifest entry.
+
+        Returns:
+            The manifest entry ``{"name", "file", "sha256", "meta"}``.
+        """
+        _require(bool(_NAME_RE.match(name)) and not _SHARD_RE.match(f"{name}.h5")
+                 and name != "manifest", f"derived name {name!r} must match "
+                 f"{_NAME_RE.pattern} and not be a shard or manifest name")
+        _require(len(arrays) > 0 and all(_NAME_RE.match(k) and np.asarray(v).dtype.kind in
+                 "biuf" for k, v in arrays.items()), "arrays must map plain names to numeric "
+                 "arrays (at least one)")
+        _require_json(meta, "meta")
+
+        def fill(f: h5py.File) -> None:
+            for key, value in sorted(arrays.items()):
+                f.create_dataset(key, data=np.asarray(value))
+
+        path = self.directory / f"{name}.h5"
+        _write_h5(path, fill)
+        entry = {"name": name, "file": path.name, "sha256": file_sha256(path), "meta": meta}
+        kept = [d for d in self.manifest["derived"] if d.get("name") != name]
+        self.manifest["derived"] = sorted(kept + [entry], key=lambda d: d["name"])
+        _write_json(self.directory / "manifest.json", self.manifest)
+        return entry
+
+    def read_derived(self, name: str) -> dict[str, np.ndarray]:
+        """Arrays of derived file ``name``, checked against the manifest's sha256."""
+        derived = {d.get("name"): d for d in self.manifest["derived"]}
+        _require(name in derived, f"no derived data named {name!r}; the manifest lists "
+                 f"{sorted(derived)}")
+        path = self.directory / derived[name]["file"]
+        _require(path.is_file() and file_sha256(path) == derived[name]["sha256"],
+                 f"{path} is missing or does not match its manifest sha256; recompute it")
+        with h5py.File(path, "r") as f:
+            return {k: f[k][()] for k in f}
+
+    def close(self) -> None:
+        """Close the shard files; idempotent."""
+        if self._pid == os.getpid():
+            for f in self._files:
+                f.close()
+        self._files, self._datasets, self._pid, self._closed = [], [], -1, True
+
+    def __getstate__(self) -> dict[str, Any]:
+        # h5py handles cannot be pickled (spawned DataLoader workers); they reopen on first use.
+        return {**self.__dict__, "_files": [], "_datasets": [], "_pid": -1}
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.n_histories
+
+
+def verify(directory: str | os.PathLike) -> list[str]:
+    """Check a dataset folder: manifest, every shard's sha256 and index, derived files.
+
+    Returns:
+        One message per problem, each naming the file concerned; ``[]`` when sound.
+    """
+    directory = Path(directory)
+    try:
+        manifest = _load_manifest(directory)
+    except (ValueError, OSError) as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    totals = [0, 0]
+    for e in manifest["shards"]:
+        totals = [totals[0] + e["n_histories"], totals[1] + e["n_steps"]]
+        path = directory / e["file"]
+        if not path.is_file():
+            problems.append(f"{e['file']}: listed in manifest.json but missing")
+            continue
+        if file_sha256(path) != e["sha256"]:
+            problems.append(f"{e['file']}: sha256 mismatch (file corrupted or replaced)")
+        found, n, total = _check_shard_file(path, len(manifest["sources"]))
+        problems += found
+        if not found and [n, total] != [e["n_histories"], e["n_steps"]]:
+            problems.append(f"{e['file']}: holds {n} histories / {total} steps, manifest says "
+                            f"{e['n_histories']} / {e['n_steps']}")
+    if totals != [manifest["n_histories"], manifest["n_steps"]]:
+        problems.append(f"manifest.json: n_histories/n_steps {manifest['n_histories']}/"
+                        f"{manifest['n_steps']} differ from the shard sums {totals[0]}/{totals[1]}")
+    for e in manifest["derived"]:
+        file = str(e.get("file", "?")) if isinstance(e, dict) else "?"
+        path = directory / file
+        if not path.is_file():
+            problems.append(f"{file}: derived file listed in manifest.json but missing")
+        elif file_sha256(path) != e.get("sha256"):
+            problems.append(f"{file}: derived file sha256 mismatch (corrupted or replaced)")
+    return problems
