@@ -1,0 +1,31 @@
+"""Source algorithms and the batched collection runner (DESIGN §5).
+
+``collect_block`` is the entry point of the collection pipeline; ``POLICIES`` lists the source
+algorithms by name; ``run_policy`` drives any :class:`Policy` through a native vector env.
+"""
+from icrl.collectors.bandit import (
+    DPTRandomPolicy,
+    EmpPolicy,
+    LinUCBPolicy,
+    RandomPolicy,
+    ThompsonPolicy,
+    UCB1Policy,
+    UCBPolicy,
+)
+from icrl.collectors.base import POLICIES, Policy, child_seed_sequence, collect_block, make_policy, run_policy
+
+__all__ = [
+    "POLICIES",
+    "Policy",
+    "child_seed_sequence",
+    "collect_block",
+    "make_policy",
+    "run_policy",
+    "RandomPolicy",
+    "EmpPolicy",
+    "UCBPolicy",
+    "UCB1Policy",
+    "ThompsonPolicy",
+    "LinUCBPolicy",
+    "DPTRandomPolicy",
+]
