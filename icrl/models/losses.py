@@ -1,0 +1,89 @@
+"""Weighted cross-entropy losses for AD and DPT.
+
+Both losses first average the cross-entropy over a sample's positions, then take the weighted
+mean over samples, ``L = sum_b w_b l_b / sum_b w_b``. A sample's weight (e.g. an LHF weight,
+Chen et al. 2025) therefore scales its whole gradient, and a zero-weight sample
+contributes exactly no gradient. If every weight is zero the loss is 0 with zero gradient
+(checking for it would force a device sync every step).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_b w_b l_b / sum_b w_b, with the denominator floored so all-zero weights give 0, not NaN."""
+    w = weights.to(per_sample.dtype)  # (B,)
+    return (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)  # ()
+
+
+def _check_weights(weights: torch.Tensor, B: int) -> None:
+    if weights.shape != (B,):
+        raise ValueError(f"weights must have shape (B,) = ({B},), got {tuple(weights.shape)}")
+
+
+def ad_loss(logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted AD loss.
+
+    With CE_bt = -log softmax(logits_bt)[a_bt] and m_bt the mask (1 everywhere if None):
+
+        l_b = sum_t m_bt CE_bt / max(sum_t m_bt, 1)
+        L   = sum_b w_b l_b / sum_b w_b
+
+    Args:
+        logits: (B, T, A) model outputs.
+        actions: (B, T) int64 target actions a_t.
+        weights: (B,) non-negative per-history weights.
+        mask: (B, T) bool/float, 1 where a position counts (e.g. not padding), or None.
+
+    Returns:
+        Scalar loss (float32, or float64 for float64 logits).
+    """
+    B, T, A = logits.shape
+    if actions.shape != (B, T):
+        raise ValueError(f"actions must have shape (B, T) = {(B, T)}, got {tuple(actions.shape)}")
+    _check_weights(weights, B)
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    m = None if mask is None else mask.to(dtype)  # (B, T)
+    # Masked positions may hold padding labels (e.g. -1): replace them by a valid class first.
+    targets = actions.long() if m is None else torch.where(m > 0, actions.long(), 0)  # (B, T)
+    ce = F.cross_entropy(logits.reshape(B * T, A).to(dtype), targets.reshape(B * T), reduction="none")  # (B*T,)
+    ce = ce.view(B, T)  # (B, T)
+    if m is None:
+        per_sample = ce.mean(dim=1)  # (B,)
+    else:
+        per_sample = (ce * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B,)
+    return _weighted_mean(per_sample, weights)  # ()
+
+
+def dpt_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted DPT loss over all readouts j = 0..n (DPT's pretraining loss covers every prefix).
+
+    With CE_bj = -log softmax(logits_bj)[y_bj] (y_bj = y_b when labels are (B,)):
+
+        l_b = (1/J) sum_j CE_bj
+        L   = sum_b w_b l_b / sum_b w_b
+
+    Args:
+        logits: (B, J, A) readout logits (J = n + 1).
+        labels: (B,) optimal action a* of each sample's query, or (B, J) one per readout.
+        weights: (B,) non-negative per-sample weights.
+
+    Returns:
+        Scalar loss (float32, or float64 for float64 logits).
+    """
+    B, J, A = logits.shape
+    if labels.shape == (B,):
+        labels = labels[:, None].expand(B, J)  # (B, J)
+    elif labels.shape != (B, J):
+        raise ValueError(f"labels must have shape (B,) = ({B},) or (B, J) = {(B, J)}, got {tuple(labels.shape)}")
+    _check_weights(weights, B)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    ce = F.cross_entropy(logits.reshape(B * J, A).to(dtype), labels.reshape(B * J).long(), reduction="none")  # (B*J,)
+    per_sample = ce.view(B, J).mean(dim=1)  # (B,)
+    return _weighted_mean(per_sample, weights)  # ()

@@ -1,0 +1,409 @@
+"""Causal pre-norm transformer backbone shared by AD and DPT, with RoPE and a KV cache.
+
+The backbone follows nanoGPT (pre-norm blocks, GELU MLP, final LayerNorm) and attends with
+``torch.nn.functional.scaled_dot_product_attention`` so that fused kernels are picked where the
+mask allows it. Positions enter only through rotary embeddings (RoPE; Su et al. 2021,
+"RoFormer"), so attention scores depend on relative offsets and a rolling KV cache can
+run past the training length. Rotation angles are computed in float64 from integer positions and
+then cast, so a full pass and a cached decode rotate position ``p`` identically, whatever ``p``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROPE_BASE = 10_000.0
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Architecture of an AD or DPT model; saved next to every checkpoint as JSON."""
+
+    kind: str  # "ad" (Algorithm Distillation) or "dpt" (Decision-Pretrained Transformer)
+    obs_sizes: list[int]  # one-hot size per obs component: Discrete(n) -> [n], MultiDiscrete([9, 9]) -> [9, 9]
+    n_actions: int  # size of the Discrete action space
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 64  # residual stream width; n_embd / n_head must be even (RoPE rotates pairs)
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
+    block_size: int = 256  # max tokens a pass or cache holds: AD = training length, DPT = max context n
+    window: int | None = None  # AD only: attention window K in steps (banded causal mask); None = full causal
+    bias: bool = True  # biases in Linear layers and LayerNorms
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ad", "dpt"):
+            raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {self.kind!r}")
+        self.obs_sizes = [int(s) for s in self.obs_sizes]
+        if not self.obs_sizes or min(self.obs_sizes) < 1:
+            raise ValueError(
+                f"ModelConfig.obs_sizes must be a non-empty list of positive one-hot sizes, "
+                f"got {self.obs_sizes}; use [n] for Discrete(n) or list(nvec) for MultiDiscrete"
+            )
+        if self.n_actions < 1:
+            raise ValueError(f"ModelConfig.n_actions must be >= 1, got {self.n_actions}")
+        if self.n_layer < 1 or self.n_head < 1:
+            raise ValueError(f"ModelConfig.n_layer and n_head must be >= 1, got {self.n_layer}, {self.n_head}")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            fix = 2 * self.n_head * max(1, self.n_embd // (2 * self.n_head))
+            raise ValueError(
+                f"ModelConfig.n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}) with an "
+                f"even head size for RoPE; choose e.g. n_embd = {fix}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.block_size < 1:
+            raise ValueError(f"ModelConfig.block_size must be >= 1, got {self.block_size}")
+        if self.window is not None:
+            if self.kind != "ad":
+                raise ValueError("ModelConfig.window is only for kind='ad'; set window=None for DPT")
+            if self.window < 1:
+                raise ValueError(f"ModelConfig.window must be >= 1 or None, got {self.window}")
+
+    @property
+    def obs_dim(self) -> int:
+        """Width of the concatenated one-hot observation encoding."""
+        return sum(self.obs_sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the config."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Rebuild a config from ``to_dict`` output; unknown or missing keys are a ValueError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; valid keys are {sorted(names)}")
+        missing = sorted(n for n in ("kind", "obs_sizes", "n_actions") if n not in d)
+        if missing:
+            raise ValueError(f"ModelConfig is missing required keys {missing}")
+        return cls(**d)
+
+
+def obs_sizes_for(space: Any) -> list[int]:
+    """One-hot sizes of a gymnasium ``Discrete`` or ``MultiDiscrete`` observation space."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        if int(space.start) != 0:
+            raise ValueError(f"Discrete obs space must start at 0, got start={space.start}; shift the env's obs")
+        return [int(space.n)]
+    if isinstance(space, gym.spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        return [int(n) for n in space.nvec]
+    raise ValueError(f"obs space {space} is not Discrete or 1-D MultiDiscrete; the models need integer obs")
+
+
+def check_batch(config: ModelConfig, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> None:
+    """Fail early when a dataset's observations or actions do not fit the model.
+
+    Args:
+        config: the model's config.
+        obs: integer observations of shape (..., k), one column per obs component.
+        actions: integer actions of any shape.
+
+    Raises:
+        ValueError: naming the mismatch (component count, one-hot range, action range) and the fix.
+    """
+    obs = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
+    actions = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
+    k = len(config.obs_sizes)
+    if obs.ndim == 0 or obs.shape[-1] != k:
+        got = obs.shape[-1] if obs.ndim else 0
+        raise ValueError(
+            f"dataset obs has {got} components but the model was built for {k}; build the model with "
+            f"obs_sizes of length {got} (one one-hot size per component), or pass obs as (..., {k}) integers"
+        )
+    if obs.size and not np.issubdtype(obs.dtype, np.integer):
+        if not np.array_equal(obs, np.round(obs)):
+            raise ValueError(f"dataset obs must be integers to be one-hot encoded, got dtype {obs.dtype}")
+    if obs.size:
+        flat = obs.reshape(-1, k)
+        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        for i, size in enumerate(config.obs_sizes):
+            if lo[i] < 0 or hi[i] >= size:
+                raise ValueError(
+                    f"dataset obs component {i} spans [{lo[i]}, {hi[i]}] but the model one-hot encodes it "
+                    f"with size {size}; set obs_sizes[{i}] >= {int(hi[i]) + 1} (values must be >= 0)"
+                )
+    if actions.size:
+        lo_a, hi_a = actions.min(), actions.max()
+        if lo_a < 0 or hi_a >= config.n_actions:
+            raise ValueError(
+                f"dataset actions span [{lo_a}, {hi_a}] but the model was built for n_actions="
+                f"{config.n_actions}; set n_actions >= {int(hi_a) + 1} (actions must be >= 0)"
+            )
+
+
+def onehot_features(index: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """Scatter ones at integer feature indices: (..., m) int64 -> (..., width) in ``dtype``."""
+    out = torch.zeros(*index.shape[:-1], width, dtype=dtype, device=index.device)  # (..., width)
+    return out.scatter_(-1, index, 1.0)  # (..., width)
+
+
+def obs_index(obs: torch.Tensor, obs_sizes: Sequence[int]) -> torch.Tensor:
+    """Column of each obs component inside the concatenated one-hot: (..., k) -> (..., k) int64."""
+    offsets = torch.tensor(np.cumsum([0, *obs_sizes[:-1]]), dtype=torch.long, device=obs.device)  # (k,)
+    return obs.long() + offsets  # (..., k)
+
+
+def encode_obs(obs: torch.Tensor, obs_sizes: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot encode integer observations per component and concatenate: (..., k) -> (..., sum(obs_sizes))."""
+    return onehot_features(obs_index(obs, obs_sizes), sum(obs_sizes), dtype)  # (..., D_obs)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE rotation tables for integer positions (RoFormer: theta_i = base^(-2i/d)).
+
+    Angles are formed in float64 and cast afterwards, so position p gets bit-identical
+    rotations in a full pass and in a cached decode (float32 angles lose precision at large p).
+
+    Args:
+        positions: (T,) int64 absolute positions.
+        head_size: per-head width (even).
+        dtype: dtype of the returned tables.
+
+    Returns:
+        cos, sin of shape (T, head_size // 2).
+    """
+    half = head_size // 2
+    inv_freq = ROPE_BASE ** (-torch.arange(half, dtype=torch.float64, device=positions.device) / half)  # (hs/2,)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)  # (T, hs/2) each
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (x_i, x_{i+hs/2}) by the position's angles: (B, nh, T, hs) -> same."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer for incremental decoding.
+
+    ``ring=True`` (AD with a window K): ``n_slots = K`` and the token at position p lives in
+    slot ``p % K``. Keys are rotated with their absolute position *before* they are cached, and
+    softmax attention does not depend on key order, so attending over the ring equals the
+    banded-mask attention of the full pass. ``ring=False`` (DPT, or AD without a window): a linear
+    buffer of ``capacity`` tokens plus one scratch slot where a DPT readout token sits while it
+    attends to the prefix; the scratch slot is never counted as context.
+
+    Attributes:
+        k, v: (n_layer, B, nh, n_slots, hs) buffers, written in place.
+        pos: number of tokens appended so far (the next token's absolute position).
+        capacity: most tokens the cache can hold (``None`` for a ring, which never fills).
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, *, ring: bool, device: torch.device | str,
+                 dtype: torch.dtype) -> None:
+        hs = config.n_embd // config.n_head
+        self.ring = ring
+        if ring:
+            assert config.window is not None
+            n_slots, self.capacity = config.window, None
+        else:
+            n_slots, self.capacity = config.block_size + 1, config.block_size
+        shape = (config.n_layer, batch_size, config.n_head, n_slots, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
+        self.n_slots = n_slots
+        self.batch_size = batch_size
+        self.pos = 0
+
+    def reset(self) -> None:
+        """Forget every cached token (buffers are reused, not reallocated)."""
+        self.pos = 0
+
+    @property
+    def n_valid(self) -> int:
+        """Cached context tokens the next query may attend to (a prefix of the slots)."""
+        return min(self.pos, self.n_slots)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with RoPE; masked by the caller, decoded against a KVCache."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (B, nh, T, hs) each
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        B, nh, T, hs = y.shape
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        """Full pass: (B, T, C) -> (B, T, C); ``mask`` is (T, T) bool (True = may attend) or None."""
+        q, k, v = self._qkv(x, cos, sin)  # (B, nh, T, hs) each
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+        return self._out(y)  # (B, T, C)
+
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
+               cache_v: torch.Tensor, slot: int, n_keys: int) -> torch.Tensor:
+        """One token against the cache: (B, 1, C) -> (B, 1, C).
+
+        Its key and value are written into ``slot``, then it attends to slots ``[0, n_keys)``.
+        The valid slots are always a prefix, so slicing them replaces a boolean mask of valid
+        slots; ``is_causal`` stays False (SDPA would align it top-left, i.e. to key 0 only).
+        """
+        q, k, v = self._qkv(x, cos, sin)  # (B, nh, 1, hs) each
+        cache_k[:, :, slot : slot + 1].copy_(k)  # (B, nh, 1, hs) into (B, nh, S, hs)
+        cache_v[:, :, slot : slot + 1].copy_(v)  # (B, nh, 1, hs) into (B, nh, S, hs)
+        keys, values = cache_k[:, :, :n_keys], cache_v[:, :, :n_keys]  # (B, nh, n_keys, hs) each
+        y = F.scaled_dot_product_attention(q.to(keys.dtype), keys, values, is_causal=False)  # (B, nh, 1, hs)
+        return self._out(y.to(x.dtype))  # (B, 1, C)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward block, 4x expansion with GELU (GPT-2)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        """Full pass: (B, T, C) -> (B, T, C)."""
+        x = x + self.attn(self.ln_1(x), cos, sin, mask, is_causal)  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
+               cache_v: torch.Tensor, slot: int, n_keys: int) -> torch.Tensor:
+        """One cached token: (B, 1, C) -> (B, 1, C); see ``CausalSelfAttention.decode``."""
+        x = x + self.attn.decode(self.ln_1(x), cos, sin, cache_k, cache_v, slot, n_keys)  # (B, 1, C)
+        return x + self.mlp(self.ln_2(x))  # (B, 1, C)
+
+
+class Transformer(nn.Module):
+    """Stack of pre-norm blocks plus final LayerNorm over already-embedded tokens."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head_size = config.n_embd // config.n_head
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        """Full pass over a sequence of embedded tokens.
+
+        Args:
+            x: (B, T, C) token embeddings.
+            positions: (T,) int64 RoPE position of each token.
+            mask: (T, T) bool, True where query row may attend to key column; None with ``is_causal``.
+            is_causal: plain causal attention (lets SDPA choose a fused kernel); excludes ``mask``.
+
+        Returns:
+            (B, T, C) final hidden states.
+        """
+        cos, sin = rope_cos_sin(positions, self.head_size, x.dtype)  # (T, hs/2) each
+        x = self.drop(x)  # (B, T, C)
+        for block in self.h:
+            x = block(x, cos, sin, mask, is_causal)  # (B, T, C)
+        return self.ln_f(x)  # (B, T, C)
+
+    def decode(self, x: torch.Tensor, cache: KVCache, *, commit: bool = True) -> torch.Tensor:
+        """Run one token at position ``cache.pos`` against the cache.
+
+        Args:
+            x: (B, 1, C) embedding of the new token.
+            cache: the model call's cache; ``cache.pos`` advances by one if ``commit``.
+            commit: False for a DPT readout: the token attends to the prefix and to itself from
+                the scratch slot and leaves the cached context unchanged.
+
+        Returns:
+            (B, 1, C) final hidden state of the token.
+        """
+        pos = cache.pos
+        if x.shape[0] != cache.batch_size:
+            raise ValueError(f"batch of {x.shape[0]} tokens for a cache built for batch_size={cache.batch_size}")
+        if cache.ring:
+            if not commit:
+                raise ValueError("a ring cache cannot hold an uncommitted token; readouts need ring=False")
+            slot, n_keys = pos % cache.n_slots, min(pos + 1, cache.n_slots)
+        else:
+            limit = cache.capacity if commit else cache.capacity + 1  # readout may use the scratch slot
+            if pos + 1 > limit:
+                raise ValueError(
+                    f"cache is full: {cache.pos} tokens reached block_size={cache.capacity}; build the model "
+                    f"with a larger block_size (or, for AD, set a window K to decode with a rolling cache)"
+                )
+            slot, n_keys = pos, pos + 1
+        positions = torch.tensor([pos], dtype=torch.long, device=x.device)  # (1,)
+        cos, sin = rope_cos_sin(positions, self.head_size, x.dtype)  # (1, hs/2) each
+        for i, block in enumerate(self.h):
+            x = block.decode(x, cos, sin, cache.k[i], cache.v[i], slot, n_keys)  # (B, 1, C)
+        if commit:
+            cache.pos += 1
+        return self.ln_f(x)  # (B, 1, C)
+
+
+def init_weights(module: nn.Module, n_layer: int, generator: torch.Generator | None) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by
+    1/sqrt(2 * n_layer) (GPT-2 paper, Sec. 2.3); drawn from ``generator`` for reproducibility."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear):
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
+            nn.init.normal_(m.weight, 0.0, std, generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class MaskCache:
+    """Boolean attention masks built once per key and reused (per device)."""
+
+    def __init__(self) -> None:
+        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def get(self, key: tuple[Any, ...], device: torch.device, build: Any) -> torch.Tensor:
+        """Return the mask for ``key`` on ``device``, calling ``build()`` the first time."""
+        full_key = (*key, str(device))
+        if full_key not in self._masks:
+            self._masks[full_key] = build().to(device)
+        return self._masks[full_key]
+
