@@ -1,0 +1,197 @@
+"""Online evaluation on unseen tasks (DESIGN §9), and the DPT paper's offline mode.
+
+The model (weights frozen, stepping with its KV cache) and every baseline act on the same eval
+tasks with the same random numbers: each method's vector env is seeded from the same
+``SeedSequence``, and the envs draw their noise per step whatever the action. Bandits report the
+cumulative expected regret per step, MDPs the return per in-context episode.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from icrl import envs
+from icrl.checkpoint import load_model
+from icrl.collectors import child_seed_sequence, make_policy, run_policy
+from icrl.config import Config, ConfigError, to_dict
+from icrl.histories import HistoryBatch
+from icrl.data import EnvSpec
+
+_EVAL_TASKS, _EVAL_RUN = 0, 1  # spawn keys under eval.seed
+_POLICY = 2  # child of the run sequence that seeds every method's own generator (the env uses 0)
+SCHEMA = "icrl.results/v1"
+
+
+def softmax_sample(logits: torch.Tensor, rng: np.random.Generator, greedy: bool) -> np.ndarray:
+    """Actions from (N, A) logits: argmax, or a draw from the softmax by inverse CDF with ``rng``."""
+    if greedy:
+        return logits.argmax(-1).cpu().numpy()
+    probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # (N, A)
+    cdf = np.cumsum(probs, axis=-1)  # (N, A)
+    u = rng.random((len(cdf), 1)) * cdf[:, -1:]  # (N, 1)
+    return np.minimum((u > cdf).sum(-1), probs.shape[-1] - 1).astype(np.int64)  # (N,)
+
+
+class ModelPolicy:
+    """A pretrained AD or DPT model as a batched policy: one cached token per step, no re-encoding.
+
+    AD appends the token (obs_t, a_{t-1}, r_{t-1}) and reads a_t from it (rolling window cache);
+    DPT reads out the current query against the cached context, then appends the transition.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False) -> None:
+        self.model, self.rng, self.greedy = model, rng, greedy
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self.cache = model.new_cache(num_envs, device=self.device)
+        self.prev_action = torch.full((num_envs,), -1, dtype=torch.long, device=self.device)
+        self.prev_reward = torch.zeros(num_envs, device=self.device)
+        self.t = 0
+
+    def _obs(self, obs: np.ndarray) -> torch.Tensor:
+        obs = np.asarray(obs)
+        return torch.as_tensor(obs[:, None] if obs.ndim == 1 else obs, device=self.device)  # (N, k)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.config.kind == "ad":
+            logits = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, A)
+        else:
+            logits = self.model.readout(self.cache, self._obs(obs))  # (N, A)
+        return softmax_sample(logits, self.rng, self.greedy)
+
+    @torch.no_grad()
+    def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray) -> None:
+        a = torch.as_tensor(actions, device=self.device)
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        if self.config.kind == "ad":
+            self.prev_action, self.prev_reward = a, r
+        else:
+            self.model.append(self.cache, self._obs(obs), a, r, self._obs(next_obs))
+        self.t += 1
+
+
+class OraclePolicy:
+    """The task distribution's optimal action in every state (upper reference)."""
+
+    def __init__(self, num_envs: int, task_dist: Any, rng: np.random.Generator, tasks: np.ndarray) -> None:
+        self.task_dist, self.tasks = task_dist, tasks
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.task_dist.oracle_action(self.tasks, obs), dtype=np.int64)
+
+    def update(self, *args: Any) -> None:
+        pass
+
+
+def default_baselines(env_id: str) -> list[str]:
+    """Every baseline that fits the family: bandits get the classic algorithms, linear adds LinUCB."""
+    dist_kind = env_id.split("/")[-1]
+    if "LinearBandit" in dist_kind:
+        return ["random", "emp", "ucb", "thompson", "linucb", "oracle"]
+    if "Bandit" in dist_kind:
+        return ["random", "emp", "ucb", "ucb1", "thompson", "oracle"]
+    return ["random", "oracle"]
+
+
+def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
+    """The unseen tasks: a finite family's test split, else fresh draws from the eval prior."""
+    dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
+    split = dist.split()
+    if split is not None:
+        return split[1], "test"
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_TASKS,)))
+    return dist.sample(cfg.eval.n_tasks, rng), "sampled"
+
+
+def curve_of(batch: HistoryBatch, metric: str, n: int) -> np.ndarray:
+    """(N, L) per-task curve: cumulative regret per step, or the return of each episode."""
+    if metric == "cumulative_regret":
+        return np.cumsum(batch.steps["regret"].reshape(n, -1), axis=1)
+    return np.stack(batch.episode_returns)
+
+
+def summarise(curves: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Mean and standard error over tasks of every method's curve, and its summary."""
+    out, summary = {}, {}
+    for m, c in curves.items():
+        mean = c.mean(0)
+        stderr = c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else np.zeros_like(mean)
+        out[m] = {"mean": mean.tolist(), "stderr": stderr.tolist()}
+        summary[m] = {"final": float(mean[-1]), "final_stderr": float(stderr[-1]), "mean_over_curve": float(mean.mean())}
+    return out, summary
+
+
+def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run the model (if ``checkpoint``) and the baselines online on the unseen tasks.
+
+    Writes ``results.json`` and ``regret.png`` (bandits) or ``return.png`` (MDPs) into ``out_dir``.
+
+    Returns:
+        The results dict (schema ``icrl.results/v1``).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    env_kwargs = cfg.eval_env_kwargs()
+    dist = envs.task_distribution(cfg.env.id, **env_kwargs)
+    tasks, split = eval_tasks(cfg)
+    n = len(tasks)
+    bandit = hasattr(dist, "means")
+    metric = "cumulative_regret" if bandit else "episode_return"
+    model = None
+    if checkpoint is not None:
+        model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+        model.eval()
+        spec = EnvSpec.of(cfg.env.id, env_kwargs)
+        if (spec.obs_sizes, spec.n_actions) != (mcfg.obs_sizes, mcfg.n_actions):
+            raise ConfigError(f"--checkpoint: the model was built for obs {mcfg.obs_sizes} and {mcfg.n_actions} actions, "
+                              f"but {cfg.env.id} with these kwargs has obs {spec.obs_sizes} and {spec.n_actions} actions")
+        steps = dist.horizon * cfg.eval.episodes if hasattr(dist, "horizon") else None
+        if mcfg.kind == "dpt" and steps is not None and steps > mcfg.block_size:
+            raise ConfigError(f"eval.episodes: the rollout holds {steps} transitions but the DPT model's block_size is "
+                              f"{mcfg.block_size}; shorten the eval horizon or train with a longer context")
+        if mcfg.kind == "ad" and mcfg.window is None and steps is not None and steps > mcfg.block_size:
+            raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context AD model's block_size "
+                              f"is {mcfg.block_size}; train with model.window for rollouts of any length")
+    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(cfg.env.id))
+    seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
+    curves = {}
+    for method in tqdm(methods, desc="eval", unit="method", disable=not progress):
+        rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
+        if method in ("ad", "dpt"):
+            policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy)
+        elif method == "oracle":
+            policy = OraclePolicy(n, dist, rng, tasks)
+        else:
+            try:
+                policy = make_policy(method, n, dist, rng, **cfg.collect.algorithm_params())
+            except ValueError as e:
+                raise ConfigError(f"eval.baselines: {method}: {e}") from None
+        batch = run_policy(cfg.env.id, env_kwargs, policy, tasks, seq, episodes=cfg.eval.episodes)
+        curves[method] = curve_of(batch, metric, n)
+    mean_curves, summary = summarise(curves)
+    results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split, "n_tasks": n,
+               "n_rollouts_per_task": 1, "metric": metric, "x": "step" if bandit else "episode",
+               "curves": mean_curves, "summary": summary,
+               "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
+               "seed": cfg.seed, "wall_seconds": time.perf_counter() - start}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of every method's final value, best first."""
+    label = "final regret" if results["metric"] == "cumulative_regret" else "final return"
+    rows = sorted(results["summary"].items(), key=lambda kv: kv[1]["final"],
+                  reverse=results["metric"] == "episode_return")
+    lines = [f"{'method':<10} {label:>14} {'± stderr':>9} {'mean over curve':>16}"]
+    lines += [f"{m:<10} {s['final']:>14.3f} {s['final_stderr']:>9.3f} {s['mean_over_curve']:>16.3f}" for m, s in rows]
+    return "\n".join(lines)

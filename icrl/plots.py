@@ -1,0 +1,35 @@
+"""PNG plots of evaluation curves (mean ± stderr bands) and of learning histories."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_STYLE = {"ad": ("tab:red", "-"), "dpt": ("tab:red", "-"), "oracle": ("black", ":"), "random": ("tab:gray", "--"),
+          "source": ("tab:purple", "-.")}
+
+
+def plot_results(results: dict[str, Any], path: str | Path) -> Path:
+    """Every method's curve of a ``results.json`` with a ±1 stderr band; returns the PNG path."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, curve in results["curves"].items():
+        mean, err = np.asarray(curve["mean"]), np.asarray(curve["stderr"])
+        x = np.arange(1, len(mean) + 1)
+        color, ls = _STYLE.get(method, (None, "-"))
+        line, = ax.plot(x, mean, ls, color=color, label=method, lw=2 if method in ("ad", "dpt") else 1.3)
+        ax.fill_between(x, mean - err, mean + err, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("step" if results["x"] == "step" else "in-context episode")
+    ax.set_ylabel("cumulative regret" if results["metric"] == "cumulative_regret" else "episode return")
+    ax.set_title(f"{results['env']}: {results['n_tasks']} {results['task_split']} tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Every command end to end on a tiny budget; results validate; resume equals the uninterrupted run."""
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from icrl.cli import main
+
+ROOT = Path(__file__).parent.parent
+SCHEMA = json.loads((ROOT / "icrl" / "results.schema.json").read_text())
+TINY_MODEL = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16"]
+BANDIT = ["env.kwargs.n_arms=3", "env.kwargs.horizon=12"]
+
+
+def test_dpt_stream_run_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--quiet", "--config", str(ROOT / "configs/quickstart.yaml"), "--out", str(out), *BANDIT,
+                 *TINY_MODEL, "train.steps=6", "train.batch_size=4", "train.warmup_steps=2", "eval.n_tasks=5"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "dpt" in text and "thompson" in text and "regret.png" in text
+    results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, SCHEMA)
+    assert set(results["curves"]) == {"dpt", "random", "emp", "ucb", "ucb1", "thompson", "oracle"}
+    assert all(len(c["mean"]) == 12 for c in results["curves"].values())
+    assert set(results["summary"]) == set(results["curves"])
+    assert results["summary"]["oracle"]["final"] == 0.0
+    assert (out / "regret.png").stat().st_size > 1000
+    assert (out / "checkpoint" / "model.safetensors").exists() and (out / "metrics.jsonl").exists()
+
+
+def test_ad_collect_train_eval_commands(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=10", "model.kind=ad", *TINY_MODEL]
+    assert main(["collect", "--quiet", "--out", str(data), *common, "collect.n_tasks=8",
+                 "collect.histories_per_shard=3", "collect.algorithms=thompson,ucb"]) == 0
+    assert main(["verify", str(data)]) == 0
+    assert main(["train", "--quiet", "--out", str(run), *common, f"data.dataset={data}", "train.steps=5",
+                 "train.batch_size=4", "train.warmup_steps=1"]) == 0
+    assert main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), *common, "eval.n_tasks=4"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    jsonschema.validate(results, SCHEMA)
+    assert "ad" in results["curves"]
+
+
+def _train(out, steps, extra=()):
+    return main(["train", "--quiet", "--out", str(out), *BANDIT, *TINY_MODEL, "data.source=stream",
+                 f"train.steps={steps}", "train.batch_size=4", "train.warmup_steps=2", "train.checkpoint_every=3",
+                 *extra])
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _train(full, 6) == 0
+    assert _train(part, 3) == 0  # stops at step 3, then continues to 6
+    assert _train(part, 6, ["--resume"]) == 0
+    a = load_file(str(full / "checkpoint/model.safetensors"))
+    b = load_file(str(part / "checkpoint/model.safetensors"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_eval_rejects_mismatched_env_and_corrupt_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run, 2) == 0
+    capsys.readouterr()
+    code = main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), "env.kwargs.n_arms=4",
+                 "env.kwargs.horizon=12", "eval.n_tasks=2"])
+    assert code == 2 and "actions" in capsys.readouterr().err
+    (run / "checkpoint/model.safetensors").write_bytes(b"garbage")
+    code = main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), *BANDIT, "eval.n_tasks=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.safetensors" in err and err.count("\n") == 1
