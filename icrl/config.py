@@ -73,6 +73,7 @@ class ModelSection:
     n_embd: int = _f(64, "width of the residual stream (a multiple of n_head)", min=8)
     dropout: float = _f(0.0, "dropout probability", min=0.0, max=0.9)
     window: int = _f(0, "AD: attention window K in steps (banded causal mask); 0 = full causal", min=0)
+    rope: bool = _f(True, "RoPE relative positions; false = no positional encoding (a DPT bandit context is a set)")
     block_size: int = _f(0, "max tokens of context (AD: train.seq_len; DPT: context length); 0 = derived", min=0)
 
 
@@ -80,10 +81,12 @@ class ModelSection:
 class DataConfig:
     """Where training samples come from (DESIGN §4, §7)."""
 
-    source: str = _f("dataset", "dataset (learning histories on disk) or stream (DPT on bandits: fresh "
-                     "random-context tasks every batch, nothing on disk)", choices=["dataset", "stream"])
+    source: str = _f("dataset", "dataset (learning histories on disk) or stream (collect.algorithms run live on "
+                     "fresh tasks every batch, nothing on disk)", choices=["dataset", "stream"])
     dataset: str = _f("", "dataset folder; empty: RUN/data written by the collect stage")
     context_len: int = _f(0, "DPT: transitions in a context (readouts after every prefix 0..n); 0 = env horizon", min=0)
+    readouts: int = _f(0, "DPT: readout prefixes per batch, drawn at random from 0..n (0 = all n+1); fewer is "
+                       "cheaper and still an unbiased estimate of the all-prefix loss", min=0)
     seq_len: int = _f(0, "AD: steps per training window (across episodes of one history); 0 = whole history", min=0)
     weighting: str = _f("none", "use of per-history weights (LHF): none, sample (probability), loss (weighted CE)",
                         choices=["none", "sample", "loss"])
@@ -325,6 +328,10 @@ def validate_env(cfg: Config) -> None:
     for i, name in enumerate(cfg.collect.algorithms):
         if name not in known:
             raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {name!r}{_suggest('', name, known)}")
+    methods = known | {"oracle", "source"}
+    for i, name in enumerate(cfg.eval.baselines):
+        if name not in methods:
+            raise ConfigError(f"eval.baselines.{i}: unknown method {name!r}{_suggest('', name, methods)}")
     if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
         raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")

@@ -57,11 +57,12 @@ class HistorySampler:
         length: AD window length T or DPT context length n, in steps.
         weights: (n_histories,) non-negative per-history weights, or None for all ones.
         weighting: "none", "sample" or "loss".
+        readouts: DPT: prefixes read out per batch, a random subset of 0..n (0 = all).
     """
 
     def __init__(self, batch: HistoryBatch, kind: str, length: int, weights: np.ndarray | None = None,
-                 weighting: str = "none") -> None:
-        self.kind, self.length, self.weighting = kind, length, weighting
+                 weighting: str = "none", readouts: int = 0) -> None:
+        self.kind, self.length, self.weighting, self.readouts = kind, length, weighting, readouts
         self.obs = _obs2d(batch.steps["obs"])  # (N, k)
         self.next_obs = _obs2d(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
         self.action = batch.steps["action"].astype(np.int64)  # (N,)
@@ -111,32 +112,52 @@ class HistorySampler:
         out.update(ctx_obs=torch.as_tensor(self.obs[idx]), ctx_action=torch.as_tensor(self.action[idx]),
                    ctx_reward=torch.as_tensor(self.reward[idx]), ctx_next_obs=torch.as_tensor(self.next_obs[idx]),
                    query_obs=torch.as_tensor(self.obs[q]), target=torch.as_tensor(self.oracle[q].astype(np.int64)))
+        if 0 < self.readouts <= self.length:
+            out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
         return out
 
 
-class DPTStream:
-    """DPT samples on fresh tasks every batch: the random-context collector (DPT §5.1) run live.
+class StreamSampler:
+    """Samples on fresh tasks every batch: the collect stage run live, nothing on disk.
+
+    Each batch draws ``batch_size`` tasks from the training prior, runs the configured source
+    algorithms on them (split by ``fractions`` as in collection) and samples one AD window or DPT
+    context from each history. For DPT with the ``dpt_random`` source this is the DPT paper's
+    pretraining distribution (Lee et al. 2023, §5.1) with an unlimited number of tasks.
 
     Args:
-        env_id, env_kwargs: a bandit family (constant obs, so the query is the one state).
-        context_len: transitions per context (at most the horizon).
-        params: source-algorithm hyper-parameters (unused by dpt_random, kept for one call path).
+        kind: "ad" or "dpt".
+        env_id, env_kwargs: a family whose tasks can be sampled (``split() is None``).
+        length: AD window / DPT context length, at most one history.
+        algorithms, fractions, params: as ``collect.algorithms``, ``collect.fractions`` and
+            ``CollectConfig.algorithm_params()``.
+        episodes: episodes per history.
+        readouts: DPT readout prefixes per batch (0 = all).
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict, context_len: int, params: dict | None = None) -> None:
-        self.env_id, self.env_kwargs, self.params = env_id, env_kwargs, params or {}
+    def __init__(self, kind: str, env_id: str, env_kwargs: dict, length: int, algorithms: list[str],
+                 fractions: list[float] | None = None, params: dict | None = None, episodes: int = 1,
+                 readouts: int = 0) -> None:
+        self.kind, self.env_id, self.env_kwargs, self.length, self.readouts = kind, env_id, env_kwargs, length, readouts
+        self.algorithms, self.fractions, self.params, self.episodes = algorithms, fractions or [], params or {}, episodes
         self.dist = envs.task_distribution(env_id, **env_kwargs)
-        if not hasattr(self.dist, "means"):
-            raise ValueError(f"data.source=stream is for bandits; {env_id} needs a collected dataset")
-        horizon = int(getattr(self.dist, "horizon"))
-        if context_len > horizon:
-            raise ValueError(f"data.context_len={context_len} exceeds the env horizon {horizon}")
-        self.context_len = context_len
+        if self.dist.split() is not None:
+            raise ValueError(f"{env_id} has a finite task set: collect a dataset of its training tasks instead")
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        from icrl.collect import source_counts
+
         tasks = self.dist.sample(batch_size, rng)
-        seq = np.random.SeedSequence(rng.integers(2**63))
-        hb = collect_block(self.env_id, self.env_kwargs, "dpt_random", self.params, tasks=tasks,
-                           task_index=np.arange(batch_size), run_index=np.zeros(batch_size, np.int64),
-                           source_index=0, seed_seq=seq)
-        return HistorySampler(hb, "dpt", self.context_len).sample(rng, batch_size, h=np.arange(batch_size))
+        counts = source_counts(batch_size, self.fractions, len(self.algorithms))
+        parts, start = [], 0
+        for k, (name, count) in enumerate(zip(self.algorithms, counts)):
+            if count == 0:
+                continue
+            parts.append(collect_block(self.env_id, self.env_kwargs, name, self.params, tasks=tasks[start:start + count],
+                                       task_index=np.arange(start, start + count), run_index=np.zeros(count, np.int64),
+                                       source_index=k, seed_seq=np.random.SeedSequence(rng.integers(2**63)),
+                                       episodes=self.episodes))
+            start += count
+        batch = HistoryBatch.concat(parts)
+        sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts)
+        return sampler.sample(rng, batch_size, h=np.arange(batch_size))

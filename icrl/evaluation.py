@@ -118,6 +118,31 @@ def curve_of(batch: HistoryBatch, metric: str, n: int) -> np.ndarray:
     return np.stack(batch.episode_returns)
 
 
+def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str) -> np.ndarray:
+    """The training data's source algorithms on the eval tasks, mixed by ``collect.fractions``.
+
+    Task i is run by the source the collection plan would give it (a seeded permutation of the
+    fractions), so a mixture of Thompson and UCB is compared as the mixture the model imitated.
+    """
+    from icrl.collect import source_counts
+
+    n = len(tasks)
+    counts = source_counts(n, cfg.collect.fractions, len(cfg.collect.algorithms))
+    owner = np.random.default_rng(child_seed_sequence(seq, _POLICY + 1)).permutation(
+        np.repeat(np.arange(len(counts)), counts))  # (n,) source of each eval task
+    curve = None
+    for k, name in enumerate(cfg.collect.algorithms):
+        if not (owner == k).any():
+            continue
+        rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
+        policy = make_policy(name, n, dist, rng, **cfg.collect.algorithm_params())
+        c = curve_of(run_policy(cfg.env.id, cfg.eval_env_kwargs(), policy, tasks, seq, episodes=cfg.eval.episodes),
+                     metric, n)
+        curve = c if curve is None else curve
+        curve[owner == k] = c[owner == k]
+    return curve
+
+
 def summarise(curves: dict[str, np.ndarray]) -> tuple[dict, dict]:
     """Mean and standard error over tasks of every method's curve, and its summary."""
     out, summary = {}, {}
@@ -161,9 +186,14 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
             raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context AD model's block_size "
                               f"is {mcfg.block_size}; train with model.window for rollouts of any length")
     methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(cfg.env.id))
+    if model is not None and mcfg.kind == "ad" and "source" not in methods:
+        methods.append("source")  # AD imitates its source: compare with it on the same tasks
     seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
     curves = {}
     for method in tqdm(methods, desc="eval", unit="method", disable=not progress):
+        if method == "source":
+            curves[method] = source_curve(cfg, dist, tasks, seq, metric)
+            continue
         rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
         if method in ("ad", "dpt"):
             policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy)

@@ -12,8 +12,15 @@ from icrl.tracking import Tracker
 
 def evaluate_and_plot(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
                       progress: bool = True) -> tuple[dict[str, Any], Path]:
-    """Online evaluation, its PNG next to ``results.json``, and the eval metrics tracked."""
+    """Online evaluation, its PNG next to ``results.json``, and the eval metrics tracked.
+
+    With ``eval.offline_sizes`` set, also the DPT paper's offline mode into ``results_offline.json``.
+    """
     results = evaluate(cfg, checkpoint, out_dir, progress=progress)
+    if cfg.eval.offline_sizes and checkpoint is not None:
+        from icrl.offline import evaluate_offline
+
+        evaluate_offline(cfg, checkpoint, out_dir)
     name = "regret.png" if results["metric"] == "cumulative_regret" else "return.png"
     plot = plot_results(results, Path(out_dir) / name)
     tracker = Tracker(out_dir, cfg, "eval")

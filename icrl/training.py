@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
-from icrl.data import DPTStream, EnvSpec, HistorySampler
+from icrl.data import EnvSpec, HistorySampler, StreamSampler
 from icrl.histories import HistoryStore
 from icrl.models import make_model as build_model
 from icrl.models.losses import ad_loss, dpt_loss
@@ -48,10 +48,16 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n)."""
     d, kind = cfg.data, cfg.model.kind
     if d.source == "stream":
-        if kind != "dpt":
-            raise ConfigError("data.source: stream is for DPT; AD needs collected learning histories")
-        n = d.context_len or spec.horizon
-        return DPTStream(cfg.env.id, cfg.env.kwargs, n), n
+        steps = spec.horizon * cfg.collect.episodes
+        n = (d.seq_len if kind == "ad" else d.context_len) or steps
+        if n > steps:
+            raise ConfigError(f"data: a {n}-step {'window' if kind == 'ad' else 'context'} is longer than the "
+                              f"{steps}-step histories of the stream (env horizon x collect.episodes)")
+        try:
+            return StreamSampler(kind, cfg.env.id, cfg.env.kwargs, n, cfg.collect.algorithms, cfg.collect.fractions,
+                                 cfg.collect.algorithm_params(), cfg.collect.episodes, d.readouts), n
+        except ValueError as e:
+            raise ConfigError(f"data.source: {e}") from None
     path = Path(d.dataset) if d.dataset else run_dir / "data"
     try:
         store = HistoryStore(path)
@@ -63,7 +69,7 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
         batch = store.load()
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
-        return HistorySampler(batch, kind, length, weights, d.weighting), length
+        return HistorySampler(batch, kind, length, weights, d.weighting, d.readouts), length
     except ValueError as e:
         raise ConfigError(f"data: {e}") from None
 
@@ -75,7 +81,7 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
         raise ConfigError(f"model.block_size: {block} is shorter than the training context of {length} steps")
     return ModelConfig(kind=m.kind, obs_sizes=spec.obs_sizes, n_actions=spec.n_actions, n_layer=m.n_layer,
                        n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
-                       window=(m.window or None) if m.kind == "ad" else None)
+                       window=(m.window or None) if m.kind == "ad" else None, rope=m.rope)
 
 
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -84,7 +90,7 @@ def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -
         logits = model(batch["obs"], batch["prev_action"], batch["prev_reward"])  # (B, T, A)
         return ad_loss(logits, batch["target"], batch["weights"])
     logits = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
-                   batch["query_obs"])  # (B, n+1, A)
+                   batch["query_obs"], batch.get("prefixes"))  # (B, J, A)
     return dpt_loss(logits, batch["target"], batch["weights"])
 
 
@@ -133,7 +139,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     tracker = Tracker(run_dir, cfg, "train")
-    tokens_per_sample = length if mcfg.kind == "ad" else 2 * length + 1
+    tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress)
     model.train()
     t0, window_t, window_loss, last_good = time.perf_counter(), time.perf_counter(), [], None

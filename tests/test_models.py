@@ -100,10 +100,10 @@ def test_same_generator_same_weights():
 # ---------------------------------------------------------------- AD
 
 
-@pytest.mark.parametrize("window", [32, None])
-def test_ad_cached_rollout_equals_full_pass(window):
+@pytest.mark.parametrize("window, rope", [(32, True), (None, True), (32, False)])
+def test_ad_cached_rollout_equals_full_pass(window, rope):
     T = 240
-    model = ADModel(ad_config(window=window), torch.Generator().manual_seed(0)).eval()
+    model = ADModel(ad_config(window=window, rope=rope), torch.Generator().manual_seed(0)).eval()
     obs, pa, pr = ad_batch(3, T)
     with torch.no_grad():
         full = model(obs, pa, pr)  # (B, T, A)
@@ -169,9 +169,10 @@ def test_readout_mask_layout():
     assert m.int().tolist() == expected
 
 
-def test_dpt_online_equals_one_pass_and_readout_leaves_cache():
+@pytest.mark.parametrize("rope", [True, False])
+def test_dpt_online_equals_one_pass_and_readout_leaves_cache(rope):
     n = 200
-    model = DPTModel(dpt_config(block_size=n), torch.Generator().manual_seed(0)).eval()
+    model = DPTModel(dpt_config(block_size=n, rope=rope), torch.Generator().manual_seed(0)).eval()
     s, a, r, s2, q = dpt_batch(2, n)
     with torch.no_grad():
         full = model(s, a, r, s2, q)  # (B, n+1, A)
@@ -188,6 +189,19 @@ def test_dpt_online_equals_one_pass_and_readout_leaves_cache():
     torch.testing.assert_close(torch.stack(rows, dim=1), full, atol=1e-5, rtol=0)
     # Reading out twice in a row gives the same answer (the scratch slot is not context).
     torch.testing.assert_close(model.readout(cache, q[:, 0]), model.readout(cache, q[:, 0]), atol=0, rtol=0)
+
+
+def test_dpt_subset_of_prefixes_equals_rows_of_the_full_pass():
+    n = 30
+    model = DPTModel(dpt_config(block_size=n), torch.Generator().manual_seed(0)).eval()
+    s, a, r, s2, q = dpt_batch(3, n)
+    prefixes = torch.tensor([0, 4, 5, 17, 30])
+    with torch.no_grad():
+        full = model(s, a, r, s2, q)  # (B, n+1, A)
+        part = model(s, a, r, s2, q[:, prefixes], prefixes)  # (B, 5, A)
+    torch.testing.assert_close(part, full[:, prefixes], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="prefixes"):
+        model(s, a, r, s2, q[:, 0], torch.tensor([0, n + 1]))
 
 
 def test_dpt_single_query_broadcasts():

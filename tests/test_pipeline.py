@@ -18,7 +18,8 @@ BANDIT = ["env.kwargs.n_arms=3", "env.kwargs.horizon=12"]
 def test_dpt_stream_run_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--quiet", "--config", str(ROOT / "configs/quickstart.yaml"), "--out", str(out), *BANDIT,
-                 *TINY_MODEL, "train.steps=6", "train.batch_size=4", "train.warmup_steps=2", "eval.n_tasks=5"])
+                 *TINY_MODEL, "train.steps=6", "train.batch_size=4", "train.warmup_steps=2", "eval.n_tasks=5",
+                 "eval.offline_sizes=0,3,12"])
     assert code == 0
     text = capsys.readouterr().out
     assert "dpt" in text and "thompson" in text and "regret.png" in text
@@ -30,6 +31,9 @@ def test_dpt_stream_run_end_to_end(tmp_path, capsys):
     assert results["summary"]["oracle"]["final"] == 0.0
     assert (out / "regret.png").stat().st_size > 1000
     assert (out / "checkpoint" / "model.safetensors").exists() and (out / "metrics.jsonl").exists()
+    offline = json.loads((out / "results_offline.json").read_text())
+    assert offline["sizes"] == [0, 3, 12] and set(offline["curves"]) == {"dpt", "emp", "lcb", "thompson"}
+    assert all(len(c["mean"]) == 3 and min(c["mean"]) >= 0 for c in offline["curves"].values())
 
 
 def test_ad_collect_train_eval_commands(tmp_path, capsys):

@@ -47,8 +47,12 @@ class ADModel(nn.Module):
             raise ValueError(f"ADModel needs ModelConfig(kind='ad'), got kind={config.kind!r}; use DPTModel")
         self.config = config
         self.obs_dim = config.obs_dim
-        # Feature columns: obs one-hot | n_actions + 1 prev-action classes (last = first step) | reward.
-        self.feat_dim = self.obs_dim + config.n_actions + 2
+        # Feature columns: obs one-hot | n_actions + 1 prev-action classes (last = first step) | reward
+        # | reward * one-hot(prev action) (the reward in its action's column, so attention can average
+        # rewards per action without an MLP in between; see DPTModel).
+        A = config.n_actions
+        self.rew_col, self.ar_off = self.obs_dim + A + 1, self.obs_dim + A + 2
+        self.feat_dim = self.obs_dim + 2 * A + 2
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
         self.backbone = Transformer(config)
         self.head = nn.Linear(config.n_embd, config.n_actions, bias=config.bias)
@@ -61,7 +65,10 @@ class ADModel(nn.Module):
         act_col = torch.where(first, self.config.n_actions, prev_action.long()) + self.obs_dim  # (...,)
         idx = torch.cat((obs_index(obs, self.config.obs_sizes), act_col.unsqueeze(-1)), dim=-1)  # (..., k+1)
         feats = onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
-        feats[..., -1] = torch.where(first, 0.0, prev_reward.to(feats.dtype))  # (...,) reward column
+        r = torch.where(first, 0.0, prev_reward.to(feats.dtype))  # (...,) no reward before the first step
+        feats[..., self.rew_col] = r  # (...,)
+        ar_col = torch.where(first, 0, prev_action.long()) + self.ar_off  # (...,)
+        feats.scatter_(-1, ar_col.unsqueeze(-1), r.unsqueeze(-1))  # (..., F) r in its action's column (0 at start)
         return feats  # (..., F)
 
     def embed_tokens(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ n context tokens followed by the n + 1 readouts under a block mask. Readout j ha
 i.e. right after the last transition it sees, exactly where an online readout sits.
 
 All tokens share one Linear over the features
-``[one-hot(s) | one-hot(a) | r | one-hot(s') | readout flag]``; a readout fills only ``s`` (with
-the query) and the flag.
+``[one-hot(s) | one-hot(a) | r | one-hot(s') | readout flag | r * one-hot(a)]``; a readout fills
+only ``s`` (with the query) and the flag.
 """
 
 from __future__ import annotations
@@ -22,14 +22,19 @@ import torch.nn as nn
 from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights, obs_index, onehot_features
 
 
-def readout_mask(n: int) -> torch.Tensor:
-    """(2n+1, 2n+1) bool mask: n causal context tokens, then readouts j = 0..n seeing context < j and self."""
-    L = 2 * n + 1
+def readout_mask(n: int, prefixes: torch.Tensor | None = None) -> torch.Tensor:
+    """(n+J, n+J) bool mask: n causal context tokens, then J readouts, readout i seeing context < prefixes[i] and self.
+
+    ``prefixes`` defaults to 0..n (J = n+1, a readout after every prefix).
+    """
+    prefixes = torch.arange(n + 1) if prefixes is None else prefixes.cpu()
+    L = n + len(prefixes)
     row = torch.arange(L)[:, None]  # (L, 1)
     col = torch.arange(L)[None, :]  # (1, L)
     ctx_row, ctx_col = row < n, col < n  # (L, 1), (1, L)
     causal_ctx = ctx_row & ctx_col & (col <= row)  # (L, L) context sees its causal prefix
-    prefix = ~ctx_row & ctx_col & (col < row - n)  # (L, L) readout j = row - n sees context < j
+    row_prefix = torch.cat((torch.zeros(n, dtype=torch.long), prefixes))[:, None]  # (L, 1) prefix length per readout row
+    prefix = ~ctx_row & ctx_col & (col < row_prefix)  # (L, L) readout i sees context < prefixes[i]
     return causal_ctx | prefix | (row == col)  # (L, L) every token sees itself
 
 
@@ -47,9 +52,13 @@ class DPTModel(nn.Module):
             raise ValueError(f"DPTModel needs ModelConfig(kind='dpt'), got kind={config.kind!r}; use ADModel")
         self.config = config
         D, A = config.obs_dim, config.n_actions
-        # Feature columns: s [0, D) | a [D, D+A) | r D+A | s' [D+A+1, 2D+A+1) | readout flag 2D+A+1.
+        # Feature columns: s [0, D) | a [D, D+A) | r D+A | s' [D+A+1, 2D+A+1) | readout flag 2D+A+1
+        # | r * one-hot(a) [2D+A+2, 2D+2A+2). The last block puts the reward in its action's column,
+        # so a single uniform attention head already averages rewards per action: the sufficient
+        # statistics of a bandit posterior are then one layer away instead of two.
         self.act_off, self.rew_col, self.next_off, self.flag_col = D, D + A, D + A + 1, 2 * D + A + 1
-        self.feat_dim = 2 * D + A + 2
+        self.ar_off = 2 * D + A + 2
+        self.feat_dim = 2 * D + 2 * A + 2
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
         self.backbone = Transformer(config)
         self.head = nn.Linear(config.n_embd, config.n_actions, bias=config.bias)
@@ -63,7 +72,9 @@ class DPTModel(nn.Module):
         act_col = (action.long() + self.act_off).unsqueeze(-1)  # (..., 1)
         idx = torch.cat((obs_index(obs, sizes), act_col, obs_index(next_obs, sizes) + self.next_off), dim=-1)  # (..., 2k+1)
         feats = onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
-        feats[..., self.rew_col] = reward.to(feats.dtype)  # (...,)
+        r = reward.to(feats.dtype)  # (...,)
+        feats[..., self.rew_col] = r  # (...,)
+        feats.scatter_(-1, action.long().unsqueeze(-1) + self.ar_off, r.unsqueeze(-1))  # (..., F) r in column a
         return feats  # (..., F)
 
     def readout_features(self, query_obs: torch.Tensor) -> torch.Tensor:
@@ -73,18 +84,20 @@ class DPTModel(nn.Module):
         return onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
 
     def forward(self, ctx_obs: torch.Tensor, ctx_action: torch.Tensor, ctx_reward: torch.Tensor,
-                ctx_next_obs: torch.Tensor, query_obs: torch.Tensor) -> torch.Tensor:
-        """Predict the optimal action after every context prefix, in one pass.
+                ctx_next_obs: torch.Tensor, query_obs: torch.Tensor, prefixes: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict the optimal action after every context prefix (or the given ones), in one pass.
 
         Args:
             ctx_obs: (B, n, k) integer states s_i.
             ctx_action: (B, n) int64 actions a_i.
             ctx_reward: (B, n) float rewards r_i.
             ctx_next_obs: (B, n, k) integer next states s'_i.
-            query_obs: (B, k) one query for every prefix, or (B, n+1, k) a query per prefix.
+            query_obs: (B, k) one query for every prefix, or (B, J, k) a query per readout.
+            prefixes: (J,) increasing prefix lengths in [0, n] to read out after (default 0..n, J = n+1).
+                Training on a random subset is an unbiased, cheaper estimate of the all-prefix loss.
 
         Returns:
-            (B, n+1, n_actions) logits; row j is the prediction from the first j transitions.
+            (B, J, n_actions) logits; row i is the prediction from the first prefixes[i] transitions.
 
         Raises:
             ValueError: if n exceeds ``config.block_size`` or the shapes disagree.
@@ -106,20 +119,28 @@ class DPTModel(nn.Module):
                 f"context of {n} transitions exceeds block_size={self.config.block_size}; shorten the context "
                 f"or build the model with block_size >= {n}"
             )
+        J = n + 1 if prefixes is None else len(prefixes)
+        if prefixes is not None and (prefixes.dim() != 1 or J == 0 or int(prefixes.min()) < 0 or int(prefixes.max()) > n):
+            raise ValueError(f"prefixes must be a non-empty 1-D tensor of prefix lengths in [0, {n}]")
         if query_obs.shape == (B, k):
-            query_obs = query_obs[:, None].expand(B, n + 1, k)  # (B, n+1, k)
-        elif query_obs.shape != (B, n + 1, k):
-            raise ValueError(f"query_obs must be (B, k) = {(B, k)} or (B, n+1, k) = {(B, n + 1, k)}, "
+            query_obs = query_obs[:, None].expand(B, J, k)  # (B, J, k)
+        elif query_obs.shape != (B, J, k):
+            raise ValueError(f"query_obs must be (B, k) = {(B, k)} or (B, J, k) = {(B, J, k)}, "
                              f"got {tuple(query_obs.shape)}")
         feats = torch.cat(
             (self.context_features(ctx_obs, ctx_action, ctx_reward, ctx_next_obs), self.readout_features(query_obs)),
             dim=1,
-        )  # (B, 2n+1, F)
-        x = self.embed(feats)  # (B, 2n+1, C)
-        positions = torch.cat((torch.arange(n), torch.arange(n + 1))).to(x.device)  # (2n+1,)
-        mask = self._masks.get(("readout", n), x.device, lambda: readout_mask(n))  # (2n+1, 2n+1)
-        h = self.backbone(x, positions, mask=mask)  # (B, 2n+1, C)
-        return self.head(h[:, n:])  # (B, n+1, A)
+        )  # (B, n+J, F)
+        x = self.embed(feats)  # (B, n+J, C)
+        # Context rows are plain causal (a fused kernel); only the readout rows need the block mask.
+        if prefixes is None:
+            positions = torch.cat((torch.arange(n), torch.arange(n + 1))).to(x.device)  # (n+J,)
+            mask = self._masks.get(("readout", n), x.device, lambda: readout_mask(n)[n:])  # (J, n+J)
+        else:  # readout i sits at RoPE position prefixes[i], right after the context it sees
+            positions = torch.cat((torch.arange(n, device=x.device), prefixes.to(x.device)))  # (n+J,)
+            mask = readout_mask(n, prefixes)[n:].to(x.device)  # (J, n+J)
+        h = self.backbone(x, positions, mask=mask, n_causal=n)  # (B, n+J, C)
+        return self.head(h[:, n:])  # (B, J, A)
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:

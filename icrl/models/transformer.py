@@ -36,6 +36,7 @@ class ModelConfig:
     block_size: int = 256  # max tokens a pass or cache holds: AD = training length, DPT = max context n
     window: int | None = None  # AD only: attention window K in steps (banded causal mask); None = full causal
     bias: bool = True  # biases in Linear layers and LayerNorms
+    rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
 
     def __post_init__(self) -> None:
         if self.kind not in ("ad", "dpt"):
@@ -244,6 +245,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cos is None:  # no positional encoding
+            return q, k, v
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (B, nh, T, hs) each
 
     def _out(self, y: torch.Tensor) -> torch.Tensor:
@@ -252,12 +255,23 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool) -> torch.Tensor:
-        """Full pass: (B, T, C) -> (B, T, C); ``mask`` is (T, T) bool (True = may attend) or None."""
+                is_causal: bool, n_causal: int = 0) -> torch.Tensor:
+        """Full pass: (B, T, C) -> (B, T, C).
+
+        ``mask`` is (T, T) bool (True = may attend) or None. With ``n_causal = n > 0`` the first n
+        tokens are plain causal among themselves and ``mask`` holds only the other rows,
+        (T - n, T): the two parts run as two SDPA calls, the first on the fused causal kernel,
+        instead of one call over the whole (T, T) mask (DPT: context tokens, then readouts).
+        """
         q, k, v = self._qkv(x, cos, sin)  # (B, nh, T, hs) each
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hs)
+        p = self.dropout if self.training else 0.0
+        if n_causal:
+            y_ctx = F.scaled_dot_product_attention(q[:, :, :n_causal], k[:, :, :n_causal], v[:, :, :n_causal],
+                                                   is_causal=True, dropout_p=p)  # (B, nh, n, hs)
+            y_rest = F.scaled_dot_product_attention(q[:, :, n_causal:], k, v, attn_mask=mask,
+                                                    dropout_p=p)  # (B, nh, T-n, hs)
+            return self._out(torch.cat((y_ctx, y_rest), dim=2))  # (B, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)  # (B, nh, T, hs)
         return self._out(y)  # (B, T, C)
 
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
@@ -301,9 +315,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool) -> torch.Tensor:
+                is_causal: bool, n_causal: int = 0) -> torch.Tensor:
         """Full pass: (B, T, C) -> (B, T, C)."""
-        x = x + self.attn(self.ln_1(x), cos, sin, mask, is_causal)  # (B, T, C)
+        x = x + self.attn(self.ln_1(x), cos, sin, mask, is_causal, n_causal)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
@@ -325,7 +339,7 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
+                is_causal: bool = False, n_causal: int = 0) -> torch.Tensor:
         """Full pass over a sequence of embedded tokens.
 
         Args:
@@ -333,15 +347,22 @@ class Transformer(nn.Module):
             positions: (T,) int64 RoPE position of each token.
             mask: (T, T) bool, True where query row may attend to key column; None with ``is_causal``.
             is_causal: plain causal attention (lets SDPA choose a fused kernel); excludes ``mask``.
+            n_causal: the first n_causal tokens are plain causal among themselves and ``mask`` is
+                (T - n_causal, T), the rows of the other tokens (see ``CausalSelfAttention.forward``).
 
         Returns:
             (B, T, C) final hidden states.
         """
-        cos, sin = rope_cos_sin(positions, self.head_size, x.dtype)  # (T, hs/2) each
+        cos, sin = self._rope(positions, x.dtype)  # (T, hs/2) each, or None
         x = self.drop(x)  # (B, T, C)
         for block in self.h:
-            x = block(x, cos, sin, mask, is_causal)  # (B, T, C)
+            x = block(x, cos, sin, mask, is_causal, n_causal)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
+
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.config.rope:
+            return None, None
+        return rope_cos_sin(positions, self.head_size, dtype)
 
     def decode(self, x: torch.Tensor, cache: KVCache, *, commit: bool = True) -> torch.Tensor:
         """Run one token at position ``cache.pos`` against the cache.
@@ -371,7 +392,7 @@ class Transformer(nn.Module):
                 )
             slot, n_keys = pos, pos + 1
         positions = torch.tensor([pos], dtype=torch.long, device=x.device)  # (1,)
-        cos, sin = rope_cos_sin(positions, self.head_size, x.dtype)  # (1, hs/2) each
+        cos, sin = self._rope(positions, x.dtype)  # (1, hs/2) each, or None
         for i, block in enumerate(self.h):
             x = block.decode(x, cos, sin, cache.k[i], cache.v[i], slot, n_keys)  # (B, 1, C)
         if commit:
