@@ -10,7 +10,10 @@ Importing this package registers every family with gymnasium (DESIGN §3):
 >>> tasks = dist.sample(64, np.random.default_rng(0))  # (64, 5) arm means
 >>> obs, info = venv.reset(seed=0, options={"task": tasks})
 
-Ids: ``icrl/GaussianBandit-v0``, ``icrl/BernoulliBandit-v0``, ``icrl/LinearBandit-v0``.
+Ids: ``icrl/GaussianBandit-v0``, ``icrl/BernoulliBandit-v0``, ``icrl/LinearBandit-v0`` (bandits);
+``icrl/DarkRoom-v0``, ``icrl/DarkRoomLarge-v0``, ``icrl/DarkRoomHard-v0``,
+``icrl/DarkRoomPermuted-v0`` (the Dark Room family) and ``icrl/KeyToDoor-v0`` (grid worlds, on
+the shared machinery of ``grid.py``).
 """
 
 from .bandits import (
@@ -24,6 +27,22 @@ from .bandits import (
     GaussianBanditVectorEnv,
 )
 from .linear_bandit import LinearBanditEnv, LinearBanditTaskDistribution, LinearBanditVectorEnv
+from .darkroom import (
+    DarkRoomEnv,
+    DarkRoomHardEnv,
+    DarkRoomHardTaskDistribution,
+    DarkRoomHardVectorEnv,
+    DarkRoomLargeEnv,
+    DarkRoomLargeTaskDistribution,
+    DarkRoomLargeVectorEnv,
+    DarkRoomPermutedEnv,
+    DarkRoomPermutedTaskDistribution,
+    DarkRoomPermutedVectorEnv,
+    DarkRoomTaskDistribution,
+    DarkRoomVectorEnv,
+)
+from .grid import GridTaskDistribution
+from .keytodoor import KeyToDoorEnv, KeyToDoorTaskDistribution, KeyToDoorVectorEnv
 from .tasks import (
     BanditTaskDistribution,
     TaskDistribution,
@@ -50,6 +69,24 @@ __all__ = [
     "register_family",
     "task_distribution",
 ]
+__all__ += [  # the grid families (grid.py, darkroom.py, keytodoor.py)
+    "DarkRoomEnv",
+    "DarkRoomHardEnv",
+    "DarkRoomHardTaskDistribution",
+    "DarkRoomHardVectorEnv",
+    "DarkRoomLargeEnv",
+    "DarkRoomLargeTaskDistribution",
+    "DarkRoomLargeVectorEnv",
+    "DarkRoomPermutedEnv",
+    "DarkRoomPermutedTaskDistribution",
+    "DarkRoomPermutedVectorEnv",
+    "DarkRoomTaskDistribution",
+    "DarkRoomVectorEnv",
+    "GridTaskDistribution",
+    "KeyToDoorEnv",
+    "KeyToDoorTaskDistribution",
+    "KeyToDoorVectorEnv",
+]
 
 # One line per family: the id, its single env, its native vector env, its task distribution.
 register_family(
@@ -70,3 +107,23 @@ register_family(
     LinearBanditVectorEnv,
     LinearBanditTaskDistribution,
 )
+register_family("icrl/DarkRoom-v0", DarkRoomEnv, DarkRoomVectorEnv, DarkRoomTaskDistribution)
+register_family(
+    "icrl/DarkRoomLarge-v0",
+    DarkRoomLargeEnv,
+    DarkRoomLargeVectorEnv,
+    DarkRoomLargeTaskDistribution,
+)
+register_family(
+    "icrl/DarkRoomHard-v0",
+    DarkRoomHardEnv,
+    DarkRoomHardVectorEnv,
+    DarkRoomHardTaskDistribution,
+)
+register_family(
+    "icrl/DarkRoomPermuted-v0",
+    DarkRoomPermutedEnv,
+    DarkRoomPermutedVectorEnv,
+    DarkRoomPermutedTaskDistribution,
+)
+register_family("icrl/KeyToDoor-v0", KeyToDoorEnv, KeyToDoorVectorEnv, KeyToDoorTaskDistribution)
