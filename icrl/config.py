@@ -43,23 +43,41 @@ class EnvConfig:
 class CollectConfig:
     """Learning-history collection (DESIGN §5)."""
 
-    algorithms: list = _f(["thompson"], "source algorithms: random, emp, ucb, ucb1, thompson, linucb, dpt_random")
-    fractions: list = _f([], "fraction of histories per algorithm, in the order of `algorithms` (empty: equal shares)")
+    algorithms: list[str] = _f(["thompson"], "source algorithms: random, emp, ucb, ucb1, thompson, linucb, dpt_random (bandits); "
+                                                 "ppo, noise_distill, random (any Discrete-action env)")
+    fractions: list[float] = _f([], "fraction of histories per algorithm, in the order of `algorithms` (empty: equal shares)")
     n_tasks: int = _f(1000, "number of training tasks", min=1)
     runs_per_task: int = _f(1, "independent runs (histories) per task", min=1)
     episodes: int = _f(1, "episodes per history (bandits: 1 episode = the whole horizon)", min=1)
     histories_per_shard: int = _f(250, "histories per HDF5 shard; one shard is one deterministic block", min=1)
-    backend: str = _f("serial", "where blocks run", choices=["serial"])
+    backend: str = _f("serial", "where blocks run: serial (this process) or process (collect.workers processes); "
+                      "the data are the same either way", choices=["serial", "process"])
+    workers: int = _f(2, "worker processes of the process backend", min=1)
     ucb_c: float = _f(1.0, "exploration constant c of ucb (mu + c/sqrt(n)) and ucb1 (mu + c*sqrt(2 ln t / n))", min=0.0)
     thompson_prior_mean: float = _f(0.5, "Gaussian Thompson sampling: prior mean mu0 of each arm")
     thompson_prior_std: float = _f(math.sqrt(1 / 12), "Gaussian Thompson sampling: prior std sigma0 of each arm", min=1e-9)
     linucb_beta: float = _f(1.0, "LinUCB: width beta of the confidence bonus", min=0.0)
     linucb_lambda: float = _f(1.0, "LinUCB: ridge regulariser lambda of Sigma = lambda*I + sum phi phi^T", min=1e-9)
+    ppo_rollout: int = _f(100, "PPO: steps per env between updates (rollout length T)", min=1)
+    ppo_epochs: int = _f(4, "PPO: passes over each rollout", min=1)
+    ppo_minibatches: int = _f(2, "PPO: minibatches per epoch (each learner's rollout shuffled along time; <= ppo_rollout)",
+                              min=1)
+    ppo_lr: float = _f(3e-3, "PPO: Adam learning rate", min=1e-12)
+    ppo_gamma: float = _f(0.9, "PPO: discount", min=0.0, max=1.0)
+    ppo_gae_lambda: float = _f(0.95, "PPO: GAE lambda", min=0.0, max=1.0)
+    ppo_clip: float = _f(0.2, "PPO: clip range eps of the probability ratio", min=1e-9)
+    ppo_ent_coef: float = _f(0.03, "PPO: entropy-bonus coefficient", min=0.0)
+    ppo_vf_coef: float = _f(0.5, "PPO: value-loss coefficient", min=0.0)
+    ppo_max_grad_norm: float = _f(0.5, "PPO: clip each learner's gradient norm to this (0 = off)", min=0.0)
+    ppo_hidden: int = _f(32, "PPO: width of the two tanh hidden layers of the actor and of the critic", min=1, max=4096)
+    ppo_shared: bool = _f(False, "PPO: one learner trained on all streams (DICP) instead of one learner per history")
 
     def algorithm_params(self) -> dict[str, float]:
         """Hyper-parameters handed to every source algorithm."""
         return {k: getattr(self, k) for k in
-                ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda")}
+                ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda",
+                 "ppo_rollout", "ppo_epochs", "ppo_minibatches", "ppo_lr", "ppo_gamma", "ppo_gae_lambda", "ppo_clip",
+                 "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm", "ppo_hidden", "ppo_shared")}
 
 
 @dataclass
@@ -88,8 +106,21 @@ class DataConfig:
     readouts: int = _f(0, "DPT: readout prefixes per batch, drawn at random from 0..n (0 = all n+1); fewer is "
                        "cheaper and still an unbiased estimate of the all-prefix loss", min=0)
     seq_len: int = _f(0, "AD: steps per training window (across episodes of one history); 0 = whole history", min=0)
-    weighting: str = _f("none", "use of per-history weights (LHF): none, sample (probability), loss (weighted CE)",
-                        choices=["none", "sample", "loss"])
+
+
+@dataclass
+class FilterConfig:
+    """Learning History Filtering (Chen et al. 2025; DESIGN §6)."""
+
+    enabled: bool = _f(False, "score the histories and weight/resample them before training (icrl run)")
+    lam: float = _f(1.0, "lambda of U = Improvement + lambda * Stability", min=0.0)
+    mode: str = _f("linear", "scores to probabilities: linear (min-max within a task) or softmax(U/alpha) first",
+                   choices=["linear", "softmax"])
+    alpha: float = _f(0.25, "softmax temperature alpha", min=1e-6)
+    use: str = _f("resample", "resample (the paper's Algorithm 1), sample (draw histories with probability "
+                  "proportional to P) or loss (weight each history's cross-entropy by P)",
+                  choices=["resample", "sample", "loss"])
+    window: int = _f(50, "bandits: pulls per pseudo-episode for the windowed returns (R_max = window * max mu)", min=1)
 
 
 @dataclass
@@ -116,10 +147,10 @@ class EvalConfig:
     n_tasks: int = _f(200, "unseen tasks to evaluate on", min=1)
     seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
     env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...)")
-    baselines: list = _f([], "baseline methods; empty = every one that fits the env")
+    baselines: list[str] = _f([], "baseline methods; empty = every one that fits the env")
     episodes: int = _f(1, "in-context episodes per task (bandits: 1 = the horizon)", min=1)
     greedy: bool = _f(False, "take the model's argmax instead of sampling from its softmax")
-    offline_sizes: list = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
+    offline_sizes: list[int] = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
 
 
 @dataclass
@@ -143,6 +174,7 @@ class Config:
     collect: CollectConfig = field(default_factory=CollectConfig, metadata={"help": "collection"})
     model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "training data"})
+    filter: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "learning-history filtering"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "tracking"})
@@ -322,16 +354,25 @@ def validate_env(cfg: Config) -> None:
     check_env_kwargs(cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError(f"model.n_embd: {cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
-    from icrl.collectors import POLICIES
+    import numpy as np
+
+    from icrl.collectors import POLICIES, make_policy
 
     known = set(POLICIES)
+    dist = envs.task_distribution(cfg.env.id, **cfg.env.kwargs)
     for i, name in enumerate(cfg.collect.algorithms):
         if name not in known:
             raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {name!r}{_suggest('', name, known)}")
+        try:  # e.g. LinUCB needs arm features, Thompson a bandit reward model
+            make_policy(name, 1, dist, np.random.default_rng(0), **cfg.collect.algorithm_params())
+        except (ValueError, ArithmeticError) as e:  # arithmetic: e.g. a noise sigma of 1e-313 in a posterior
+            raise ConfigError(f"collect.algorithms.{i}: {name} does not fit {cfg.env.id}: {str(e).splitlines()[0]}") from None
     methods = known | {"oracle", "source"}
     for i, name in enumerate(cfg.eval.baselines):
         if name not in methods:
             raise ConfigError(f"eval.baselines.{i}: unknown method {name!r}{_suggest('', name, methods)}")
+    if any(f < 0 for f in cfg.collect.fractions) or (cfg.collect.fractions and sum(cfg.collect.fractions) <= 0):
+        raise ConfigError(f"collect.fractions: must be non-negative with a positive sum, got {cfg.collect.fractions}")
     if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
         raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")

@@ -13,6 +13,8 @@ from icrl.collectors.bandit import (
     UCBPolicy,
 )
 from icrl.collectors.base import POLICIES, Policy, child_seed_sequence, collect_block, make_policy, run_policy
+from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy, num_actions
+from icrl.collectors.ppo import PPOPolicy
 
 __all__ = [
     "POLICIES",
@@ -28,4 +30,8 @@ __all__ = [
     "ThompsonPolicy",
     "LinUCBPolicy",
     "DPTRandomPolicy",
+    "UniformRandomPolicy",
+    "NoiseDistillPolicy",
+    "PPOPolicy",
+    "num_actions",
 ]

@@ -21,6 +21,8 @@ import numpy as np
 
 from icrl import envs
 from icrl.collectors.bandit import BANDIT_POLICIES
+from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy
+from icrl.collectors.ppo import PPOPolicy
 from icrl.histories import HistoryBatch
 
 _ENV_CHILD, _POLICY_CHILD = 0, 1
@@ -30,7 +32,10 @@ class Policy(Protocol):
     """A source algorithm acting on N envs at once.
 
     Implementations take ``(num_envs, task_dist, rng, **params)`` in their constructor and draw
-    all their randomness from ``rng``.
+    all their randomness from ``rng``. Optional hook: a policy with a method
+    ``set_tasks(tasks, episodes)`` gets the (N, *task_shape) tasks and the episodes per history
+    from :func:`run_policy` before the first step (noise distillation needs the oracle and the
+    history length); policies without it never see the tasks.
     """
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -63,7 +68,12 @@ class Policy(Protocol):
 PolicyFactory = Callable[..., Policy]
 
 #: Registered source algorithms: name -> constructor ``(num_envs, task_dist, rng, **params)``.
-POLICIES: dict[str, PolicyFactory] = {**BANDIT_POLICIES}
+POLICIES: dict[str, PolicyFactory] = {
+    **BANDIT_POLICIES,
+    "random": UniformRandomPolicy,  # any discrete action space; the same draws as the bandit-only one
+    "noise_distill": NoiseDistillPolicy,
+    "ppo": PPOPolicy,
+}
 
 
 def _params_of(factory: PolicyFactory) -> set[str]:
@@ -184,6 +194,9 @@ def run_policy(
         if mode is not None and mode != gymnasium.vector.AutoresetMode.SAME_STEP:
             raise ValueError(f"run_policy needs a SAME_STEP autoreset vector env; {env_id} declares {mode}")
         obs, _ = env.reset(seed=env_seed, options={"task": tasks})
+        set_tasks = getattr(policy, "set_tasks", None)  # the optional hook (see Policy)
+        if set_tasks is not None:
+            set_tasks(tasks, episodes)
         rec: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated",
                                                             "truncated", "oracle_action")}
         regrets: list[np.ndarray | None] = []
