@@ -6,6 +6,7 @@ config field. Bad inputs are one-line errors with exit code 2, raised before any
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _config_parser(sub, "collect", "run source algorithms on many tasks and store their learning histories")
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _config_parser(sub, "filter", "score learning histories (LHF) and store their weights next to the shards")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: data.dataset)")
     p = sub.add_parser("verify", help="check every shard checksum and index of a dataset")
     p.add_argument("dir", metavar="DIR")
     p = _config_parser(sub, "train", "pretrain an AD or DPT model on learning histories (or a DPT stream)")
@@ -61,6 +64,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     summary = collect(cfg, out, progress=not args.quiet)
     print(f"wrote {summary['n_histories']} histories, {summary['n_steps']} steps to {summary['out']} "
           f"in {summary['seconds']:.1f}s")
+    if summary["resumed"]:
+        print(f"  resumed: kept {summary['resumed']} complete shards of an earlier run, collected the rest")
     for name, row in summary["per_source"].items():
         parts = [f"{row['histories']} histories"]
         if "final_regret" in row:
@@ -68,6 +73,41 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if "mean_return" in row:
             parts.append(f"mean episode return {row['mean_return']:.3f}")
         print(f"  {name}: " + ", ".join(parts))
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from icrl.filtering import filter_dataset, plot_best_worst
+    from icrl.histories import HistoryStore
+    from icrl.tracking import Tracker
+
+    cfg = load_config(args.config, args.overrides)
+    data = args.data or cfg.data.dataset
+    if not data:
+        raise ConfigError("--data: give the dataset folder (or set data.dataset)")
+    try:
+        report = filter_dataset(cfg, data)
+        with HistoryStore(data) as store:
+            plot = plot_best_worst(store, report, Path(data) / "lhf_best_worst.png")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--data: {str(e).splitlines()[0]}") from None
+    print(f"LHF ({cfg.filter.mode}, lambda {cfg.filter.lam}, use {cfg.filter.use}) on {report['n_histories']} "
+          f"histories of {report['n_tasks']} tasks; weights in {Path(data) / 'lhf.h5'}")
+    print(f"{'source':<12} {'U mean':>7} {'U std':>6} {'U q25':>6} {'U q75':>6} {'kept':>6} {'dropped':>7} {'copies':>7}")
+    rows = []
+    for name, r in report["per_source"].items():
+        u = r["U"]
+        print(f"{name:<12} {u['mean']:>7.3f} {u['std']:>6.3f} {u['q25']:>6.3f} {u['q75']:>6.3f} "
+              f"{r['kept']:>6} {r['dropped']:>7} {r['copies']:>7}")
+        rows.append([name, u["mean"], u["std"], r["kept"], r["dropped"], r["copies"]])
+    print(f"best/worst learning curves: {plot}")
+    tracker = Tracker(data, cfg, "filter")
+    if tracker.wandb is not None:
+        import wandb
+
+        tracker.wandb.log({"filter/per_source": wandb.Table(data=rows, columns=["source", "U_mean", "U_std", "kept", "dropped", "copies"]),
+                           "filter/best_worst": wandb.Image(str(plot))})
+    tracker.close()
     return 0
 
 
@@ -122,16 +162,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"collect": cmd_collect, "verify": cmd_verify, "train": cmd_train, "eval": cmd_eval, "run": cmd_run}
+COMMANDS = {"collect": cmd_collect, "filter": cmd_filter, "verify": cmd_verify, "train": cmd_train, "eval": cmd_eval, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may stand before or after the options (argparse's positional list stops at the
+    # first option), so leftover key=value words are overrides too.
+    args, extra = parser.parse_known_args(argv)
+    bad = [w for w in extra if w.startswith("-") or "=" not in w or not hasattr(args, "overrides")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"icrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"icrl {args.command}: error: disk full while writing ({e.filename or 'output'}); what was written "
+              "before is intact: free space and rerun the same command to continue", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:  # non-finite training loss
+        print(f"icrl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:  # TrainingInterrupted carries where the checkpoint went
+        print(f"icrl {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

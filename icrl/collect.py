@@ -8,7 +8,11 @@ written as ``shard-b``, so the data never depends on batching, backend or worker
 """
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +21,8 @@ from tqdm.auto import tqdm
 
 from icrl import envs
 from icrl.collectors import collect_block
-from icrl.config import Config, to_dict
-from icrl.histories import DatasetWriter, HistoryBatch
+from icrl.config import Config, ConfigError, to_dict
+from icrl.histories import DatasetWriter, HistoryBatch, complete_shards, remove_partials
 
 # spawn keys of the independent random streams of a collection
 _TASKS, _SOURCES, _BLOCK = 0, 1, 2
@@ -97,39 +101,98 @@ def collect_shard(cfg: Config, plan: CollectionPlan, b: int) -> HistoryBatch:
     return HistoryBatch.concat(parts)
 
 
+def _block_stats(batch: HistoryBatch, n_sources: int) -> list[dict[str, np.ndarray]]:
+    """Per source: the final cumulative regret (bandits) and mean episode return of each history."""
+    ends = np.cumsum(batch.lengths)
+    per_hist_regret = None
+    if "regret" in batch.steps:
+        cum = np.concatenate([[0.0], np.cumsum(batch.steps["regret"], dtype=np.float64)])
+        per_hist_regret = cum[ends] - cum[ends - batch.lengths]
+    mean_return = np.array([r.mean() if len(r) else np.nan for r in batch.episode_returns])
+    return [{"regret": per_hist_regret[batch.source == k] if per_hist_regret is not None else np.zeros(0),
+             "return": mean_return[batch.source == k]} for k in range(n_sources)]
+
+
+def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, list]:
+    """Collect block ``b`` and write it as its shard (runs in a worker process for ``process``)."""
+    batch = collect_shard(cfg, make_plan(cfg), b)
+    entry = DatasetWriter(out, meta).write_shard(b, batch)
+    return b, entry, _block_stats(batch, len(cfg.collect.algorithms))
+
+
+def _check_plan(out: Path, plan_record: dict) -> None:
+    """A folder holds one collection: resuming with another config would mix two datasets."""
+    path = out / "collect.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old != plan_record:
+            raise ConfigError(f"--out: {out} holds (part of) a collection with another config; "
+                              "use a new folder, or the same config to resume it")
+    else:
+        tmp = out / "collect.json.tmp"
+        tmp.write_text(json.dumps(plan_record, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
 def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     """Collect the dataset of ``cfg`` into ``out`` and return a summary.
 
+    Blocks already complete on disk (a killed run of the same config) are kept, partial files
+    removed, and only the missing blocks collected, so the result is byte-identical to an
+    uninterrupted run. ``collect.backend``: ``serial`` runs blocks in this process, ``process``
+    in ``collect.workers`` worker processes (each writes its own shard).
+
     Returns:
-        ``{"out", "n_histories", "n_steps", "seconds", "per_source": {name: {...}}}`` where each
-        source has its history count, mean final cumulative regret (bandits) and mean episode return.
+        ``{"out", "n_histories", "n_steps", "seconds", "resumed", "per_source": {name: {...}}}``
+        where each source has its history count, mean final cumulative regret (bandits) and mean
+        episode return of the histories collected in this call.
     """
+    out = Path(out)
     plan = make_plan(cfg)
     meta = {"env_id": cfg.env.id, "env_kwargs": cfg.env.kwargs, "sources": list(cfg.collect.algorithms),
             "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect)}
-    writer = DatasetWriter(out, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {k: v for k, v in meta.items() if k != "collect"}
+    record["collect"] = {k: v for k, v in meta["collect"].items() if k not in ("backend", "workers")}
+    _check_plan(out, record)
+    remove_partials(out)
+    done = {b: e for b, e in complete_shards(out).items() if b < plan.n_blocks}
+    todo = [b for b in range(plan.n_blocks) if b not in done]
     start = time.perf_counter()
-    entries, stats = [], {name: {"n": 0, "regret": [], "return": []} for name in cfg.collect.algorithms}
-    for b in tqdm(range(plan.n_blocks), desc="collect", unit="shard", disable=not progress):
-        batch = collect_shard(cfg, plan, b)
-        entries.append(writer.write_shard(b, batch))
-        ends = np.cumsum(batch.lengths)
-        for k, name in enumerate(cfg.collect.algorithms):
-            mask = batch.source == k
-            stats[name]["n"] += int(mask.sum())
-            if "regret" in batch.steps:
-                cum = np.concatenate([[0.0], np.cumsum(batch.steps["regret"], dtype=np.float64)])
-                per_hist = cum[ends] - cum[ends - batch.lengths]
-                stats[name]["regret"].append(per_hist[mask])
-            stats[name]["return"] += [r.mean() for r, m in zip(batch.episode_returns, mask) if m and len(r)]
-    writer.finish(entries)
+    entries = dict(done)
+    k = len(cfg.collect.algorithms)
+    stats: list[list] = [[] for _ in range(k)]
+    bar = tqdm(total=plan.n_blocks, initial=len(done), desc="collect", unit="shard", disable=not progress)
+    if cfg.collect.backend == "process" and cfg.collect.workers > 1 and len(todo) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.collect.workers, mp_context=ctx) as pool:
+            results = pool.map(_write_block, [cfg] * len(todo), todo, [str(out)] * len(todo), [meta] * len(todo))
+            for b, entry, block_stats in results:
+                entries[b] = entry
+                for i in range(k):
+                    stats[i].append(block_stats[i])
+                bar.update(1)
+    else:
+        for b in todo:
+            _, entry, block_stats = _write_block(cfg, b, str(out), meta)
+            entries[b] = entry
+            for i in range(k):
+                stats[i].append(block_stats[i])
+            bar.update(1)
+    bar.close()
+    DatasetWriter(out, meta).finish(list(entries.values()))
     per_source = {}
-    for name, s in stats.items():
-        row = {"histories": s["n"]}
-        if s["regret"]:
-            row["final_regret"] = float(np.concatenate(s["regret"]).mean())
-        if s["return"]:
-            row["mean_return"] = float(np.mean(s["return"]))
+    for i, name in enumerate(cfg.collect.algorithms):
+        regret = np.concatenate([s["regret"] for s in stats[i]]) if stats[i] else np.zeros(0)
+        returns = np.concatenate([s["return"] for s in stats[i]]) if stats[i] else np.zeros(0)
+        row = {"histories": int(len(returns))}
+        if len(regret):
+            row["final_regret"] = float(regret.mean())
+        if len(returns) and np.isfinite(returns).any():
+            row["mean_return"] = float(np.nanmean(returns))
         per_source[name] = row
-    return {"out": str(out), "n_histories": plan.n_histories, "n_steps": int(sum(e["n_steps"] for e in entries)),
-            "seconds": time.perf_counter() - start, "per_source": per_source}
+    return {"out": str(out), "n_histories": plan.n_histories, "n_steps": int(sum(e["n_steps"] for e in entries.values())),
+            "seconds": time.perf_counter() - start, "resumed": len(done), "per_source": per_source}

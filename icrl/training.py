@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,10 @@ from tqdm.auto import tqdm
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
-from icrl.histories import HistoryStore
+from icrl.histories import HistoryStore, verify
 from icrl.models import make_model as build_model
 from icrl.models.losses import ad_loss, dpt_loss
-from icrl.models.transformer import ModelConfig
+from icrl.models.transformer import ModelConfig, check_batch
 from icrl.tracking import Tracker
 
 _TRAIN = 3  # spawn key of the training data stream (collection uses 0..2)
@@ -44,7 +47,8 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray | None = None) -> tuple[Any, int]:
+def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray | None = None,
+                 weighting: str = "none") -> tuple[Any, int]:
     """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n)."""
     d, kind = cfg.data, cfg.model.kind
     if d.source == "stream":
@@ -59,19 +63,35 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
         except ValueError as e:
             raise ConfigError(f"data.source: {e}") from None
     path = Path(d.dataset) if d.dataset else run_dir / "data"
+    problems = verify(path)  # checksums first: a damaged shard is a clear error, not garbage or a traceback
+    if problems:
+        raise ConfigError(f"data.dataset: {problems[0]}" + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
     try:
         store = HistoryStore(path)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, OSError) as e:
         raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
     with store:
         if store.env_id != cfg.env.id:
             raise ConfigError(f"data.dataset: {path} holds {store.env_id} histories but env.id is {cfg.env.id}")
         batch = store.load()
+    if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
+        weights, weighting = lhf_weights(cfg, path)
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
-        return HistorySampler(batch, kind, length, weights, d.weighting, d.readouts), length
+        return HistorySampler(batch, kind, length, weights, weighting, d.readouts), length
     except ValueError as e:
         raise ConfigError(f"data: {e}") from None
+
+
+def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
+    """The dataset's LHF weights for ``cfg.filter``, computed and stored first if missing or stale."""
+    from icrl.filtering import filter_dataset, load_weights
+
+    loaded = load_weights(path, cfg)
+    if loaded is None:
+        filter_dataset(cfg, path)
+        loaded = load_weights(path, cfg)
+    return loaded
 
 
 def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
@@ -94,31 +114,122 @@ def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -
     return dpt_loss(logits, batch["target"], batch["weights"])
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return rng.bit_generator.state
+class Distributed:
+    """DDP under ``torchrun`` (RANK/WORLD_SIZE set): gloo on CPU, nccl on GPU; a no-op otherwise.
+
+    Rank 0 logs and checkpoints; every rank draws its own batches from a generator seeded by
+    (seed, rank), so weighted sampling stays weighted (a distributed sampler with replacement).
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world, self.local_rank = 0, 1, 0
+        if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch.distributed as dist
+
+            self.dist = dist
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        """Mean of a scalar over ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (a stop request reaches all of them together)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([int(flag)])
+        self.dist.all_reduce(t)
+        return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.world > 1:
+            self.dist.destroy_process_group()
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal = 0
+        main = threading.current_thread() is threading.main_thread()  # handlers only install there
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested, self.signal = True, signum
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal after writing a checkpoint; the message says how to resume."""
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains), as in nanoGPT."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr,
+                             betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          weights: np.ndarray | None = None) -> Path:
+          weights: np.ndarray | None = None, weighting: str = "none") -> Path:
     """Train the model of ``cfg`` into ``run_dir/checkpoint`` and return that folder.
+
+    Under ``torchrun`` each of the W processes draws ``train.batch_size`` samples per step (a
+    global batch of W x batch_size) and gradients are averaged by DDP.
 
     Args:
         cfg: the experiment config (``model``, ``data``, ``train`` sections).
         run_dir: the run folder; the dataset is ``data.dataset`` or ``run_dir/data``.
         resume: continue from ``run_dir/checkpoint``.
         progress: show a tqdm bar.
-        weights: per-history weights (LHF) for ``data.weighting``.
+        weights: per-history weights (LHF), one per history of the dataset.
+        weighting: how ``weights`` act: "sample" (draw probability), "loss" (weighted CE) or "none".
+
+    Raises:
+        FloatingPointError: a non-finite loss; the message names the step and the last checkpoint.
+        TrainingInterrupted: SIGINT/SIGTERM, after a checkpoint of the last finished step.
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoint"
+    ddp = Distributed()
     device = pick_device(cfg.train.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     spec = EnvSpec.of(cfg.env.id, cfg.env.kwargs)
-    sampler, length = make_sampler(cfg, run_dir, spec, weights)
+    sampler, length = make_sampler(cfg, run_dir, spec, weights, weighting)
     mcfg = model_config(cfg, spec, length)
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_TRAIN,)))
-    torch.manual_seed(cfg.seed)
+    if isinstance(sampler, HistorySampler):  # a dataset from disk: its obs/actions must fit the model
+        try:
+            check_batch(mcfg, sampler.obs, sampler.action)
+        except ValueError as e:
+            raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_TRAIN, ddp.rank)))
+    torch.manual_seed(cfg.seed + ddp.rank)
     step = 0
     if resume:
         model, saved = load_model(ckpt, device)
@@ -126,58 +237,71 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             raise ConfigError(f"--resume: {ckpt} holds a model {saved.to_dict()} but the config builds {mcfg.to_dict()}")
     else:
         model = build_model(mcfg, torch.Generator().manual_seed(cfg.seed)).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr,
-                                  betas=(0.9, 0.95), fused=device.type == "cuda")
+    optimizer = make_optimizer(model, cfg, device)
     if resume:
         state, optim_state = load_training_state(ckpt)
+        if len(state["numpy_rng"]) != ddp.world:
+            raise ConfigError(f"--resume: {ckpt} was written by {len(state['numpy_rng'])} processes, this run has {ddp.world}")
         optimizer.load_state_dict(optim_state)
         step = state["step"]
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        rng.bit_generator.state = state["numpy_rng"][ddp.rank]
+        torch.set_rng_state(torch.tensor(state["torch_rng"][ddp.rank], dtype=torch.uint8))
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
-    tracker = Tracker(run_dir, cfg, "train")
+    tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
     tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
-    bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress or not ddp.master)
     model.train()
+    stop = StopRequest()
     t0, window_t, window_loss, last_good = time.perf_counter(), time.perf_counter(), [], None
 
     def checkpoint() -> None:
         nonlocal last_good
-        save_checkpoint(ckpt, model, mcfg, optimizer, {"step": step, "numpy_rng": _rng_state(rng),
-                                                       "torch_rng": torch.get_rng_state().tolist()})
+        rngs = ddp.gather((rng.bit_generator.state, torch.get_rng_state().tolist()))
+        if ddp.master:
+            save_checkpoint(ckpt, model, mcfg, optimizer, {"step": step, "numpy_rng": [r[0] for r in rngs],
+                                                           "torch_rng": [r[1] for r in rngs]})
         last_good = step
 
-    while step < cfg.train.steps:
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample(rng, cfg.train.batch_size).items()}
-        with autocast:
-            loss = loss_of(model, mcfg.kind, batch)
-        if not torch.isfinite(loss):
-            where = f"the last good checkpoint is step {last_good} in {ckpt}" if last_good is not None else "no checkpoint was written yet"
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; {where}. Lower train.lr or raise train.warmup_steps")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-        optimizer.step()
-        step += 1
-        window_loss.append(loss.detach())
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            now = time.perf_counter()
-            mean_loss = torch.stack(window_loss).mean().item()
-            dt = (now - window_t) / len(window_loss)
-            tracker.log({"train/step": step, "train/loss": mean_loss, "train/lr": lr, "train/grad_norm": float(grad_norm),
-                         "time/step_ms": 1000 * dt, "time/tokens_per_s": tokens_per_sample * cfg.train.batch_size / dt,
-                         "time/elapsed_s": now - t0})
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-            window_t, window_loss = now, []
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-            checkpoint()
-    bar.close()
-    tracker.close()
+    try:
+        while step < cfg.train.steps:
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample(rng, cfg.train.batch_size).items()}
+            with autocast:
+                loss = loss_of(net, mcfg.kind, batch)
+            if not torch.isfinite(loss):
+                where = (f"the last good checkpoint is step {last_good} in {ckpt}" if last_good is not None
+                         else "no checkpoint was written yet")
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; {where}. "
+                                         "Lower train.lr or raise train.warmup_steps")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
+            optimizer.step()
+            step += 1
+            window_loss.append(loss.detach())
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                now = time.perf_counter()
+                mean_loss = ddp.mean(torch.stack(window_loss).mean().item())
+                dt = (now - window_t) / len(window_loss)
+                tracker.log({"train/step": step, "train/loss": mean_loss, "train/lr": lr,
+                             "train/grad_norm": float(grad_norm), "time/step_ms": 1000 * dt,
+                             "time/tokens_per_s": tokens_per_sample * cfg.train.batch_size * ddp.world / dt,
+                             "time/elapsed_s": now - t0})
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                window_t, window_loss = now, []
+            stopping = ddp.any(stop.requested)
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps or stopping:
+                checkpoint()
+            if stopping:
+                raise TrainingInterrupted(f"stopped by signal {stop.signal or 'on another rank'} after step {step}; "
+                                          f"checkpoint written to {ckpt}; continue with --resume")
+    finally:
+        stop.restore()
+        bar.close()
+        tracker.close()
+        ddp.close()
     return ckpt

@@ -77,3 +77,44 @@ def test_eval_rejects_mismatched_env_and_corrupt_checkpoint(tmp_path, capsys):
     code = main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), *BANDIT, "eval.n_tasks=2"])
     err = capsys.readouterr().err
     assert code == 2 and "model.safetensors" in err and err.count("\n") == 1
+
+
+def test_train_rejects_a_dataset_that_does_not_fit(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["collect", "--quiet", "--out", str(data), "env.kwargs.n_arms=5", "env.kwargs.horizon=10",
+                 "collect.n_tasks=4"]) == 0
+    capsys.readouterr()
+    common = ["train", "--quiet", "--out", str(tmp_path / "run"), f"data.dataset={data}", *TINY_MODEL, "train.steps=2"]
+    assert main([*common, "env.kwargs.n_arms=3", "env.kwargs.horizon=10"]) == 2  # actions 3, 4 do not exist
+    assert "data.dataset" in capsys.readouterr().err
+    assert main([*common, "env.id=icrl/BernoulliBandit-v0", "env.kwargs.horizon=10"]) == 2
+    assert "holds icrl/GaussianBandit-v0 histories" in capsys.readouterr().err
+    assert main([*common[:4], f"data.dataset={tmp_path / 'nope'}", "env.kwargs.horizon=10"]) == 2
+    assert "data.dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, source", [("ad", "dataset"), ("dpt", "stream")])
+def test_training_loss_falls(tmp_path, kind, source):
+    data = tmp_path / "data"
+    common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=20", f"model.kind={kind}", "model.n_layer=1",
+              "model.n_embd=32", "collect.algorithms=ucb"]
+    if source == "dataset":
+        assert main(["collect", "--quiet", "--out", str(data), *common, "collect.n_tasks=64"]) == 0
+    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *common, f"data.source={source}",
+                 f"data.dataset={data}" if source == "dataset" else "data.dataset=", "train.steps=150",
+                 "train.batch_size=16", "train.lr=3e-3", "train.warmup_steps=10", "train.log_every=25"]) == 0
+    losses = [json.loads(l)["train/loss"] for l in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_filter_command_and_lhf_weighted_training(tmp_path, capsys):
+    data = tmp_path / "data"
+    common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=40", "collect.algorithms=thompson,random",
+              "collect.runs_per_task=4", "filter.window=10", *TINY_MODEL, "model.kind=ad"]
+    assert main(["collect", "--quiet", "--out", str(data), *common, "collect.n_tasks=6"]) == 0
+    assert main(["filter", "--data", str(data), *common]) == 0
+    text = capsys.readouterr().out
+    assert "thompson" in text and "random" in text and (data / "lhf_best_worst.png").exists()
+    assert main(["verify", str(data)]) == 0
+    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *common, f"data.dataset={data}",
+                 "filter.enabled=true", "filter.use=loss", "train.steps=3", "train.batch_size=4"]) == 0

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Reproduce the benchmark runs of docs/results.md: for each config, run the whole experiment into
+# runs/<config>/ and copy its results.json to docs/results/<config>.json, printing the wall time.
+#   bash scripts/reproduce.sh quickstart ad_bandit dpt_linear_bandit dpt_bandit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p docs/results
+for name in "$@"; do
+  start=$(date +%s)
+  icrl run --quiet --config "configs/$name.yaml" --out "runs/$name"
+  echo "$name: wall $(( $(date +%s) - start )) s"
+  cp "runs/$name/results.json" "docs/results/$name.json"
+  [ -f "runs/$name/results_offline.json" ] && cp "runs/$name/results_offline.json" "docs/results/${name}_offline.json"
+done

@@ -1,0 +1,111 @@
+"""Every bad input is a one-line error with exit code 2 and nothing written; garbage configs never
+raise a traceback; a full disk leaves the earlier data intact."""
+import errno
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from icrl import histories
+from icrl.cli import main
+from icrl.config import ConfigError, load_config
+from icrl.histories import complete_shards, verify
+
+TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16"]
+
+
+def _one_line_error(capsys, code, needle):
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and needle in err, err
+
+
+def test_unknown_env_and_unfit_collector(tmp_path, capsys):
+    _one_line_error(capsys, main(["collect", "--out", str(tmp_path / "a"), "env.id=icrl/NoSuchEnv-v0"]), "env.id")
+    _one_line_error(capsys, main(["collect", "--out", str(tmp_path / "b"), "collect.algorithms=linucb"]),
+                    "collect.algorithms.0: linucb does not fit")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_output_folder_that_cannot_be_created(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_error(capsys, main(["collect", "--out", str(blocker / "data"), "collect.n_tasks=2"]), "--out: cannot create")
+
+
+def test_empty_missing_and_corrupted_datasets(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path in (empty, tmp_path / "missing"):
+        _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run"), f"data.dataset={path}", *TINY]),
+                        "data.dataset:")
+    data = tmp_path / "data"
+    assert main(["collect", "--quiet", "--out", str(data), "env.kwargs.horizon=10", "collect.n_tasks=4",
+                 "collect.histories_per_shard=2"]) == 0
+    capsys.readouterr()
+    shard = data / "shard-00001.h5"
+    shard.write_bytes(shard.read_bytes()[:-200])  # truncated
+    _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run"), f"data.dataset={data}",
+                                  "env.kwargs.horizon=10", "model.kind=ad", *TINY]), "shard-00001.h5")
+
+
+def test_checkpoint_of_another_architecture_and_eval_beyond_block_size(tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=10", "data.source=stream", "collect.algorithms=dpt_random", *TINY]
+    assert main(["train", "--quiet", "--out", str(run), *common, "train.steps=1"]) == 0
+    capsys.readouterr()
+    cfg_json = run / "checkpoint/model.json"
+    cfg_json.write_text(cfg_json.read_text().replace('"n_layer": 1', '"n_layer": 2'))
+    _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), *common]), "another architecture")
+    cfg_json.write_text(cfg_json.read_text().replace('"n_layer": 2', '"n_layer": 1'))
+    _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), *common,
+                                  "eval.env_kwargs.horizon=11"]), "block_size")
+
+
+def test_disk_full_during_collection_keeps_earlier_shards(tmp_path, capsys, monkeypatch):
+    real, calls = histories._fill_shard, []
+
+    def fill_until_full(f, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, batch)
+
+    monkeypatch.setattr(histories, "_fill_shard", fill_until_full)
+    args = ["collect", "--quiet", "--out", str(tmp_path), "env.kwargs.horizon=10", "collect.n_tasks=10",
+            "collect.histories_per_shard=2"]
+    _one_line_error(capsys, main(args), "disk full")
+    assert sorted(complete_shards(tmp_path)) == [0, 1] and not list(tmp_path.glob("*.tmp-*"))
+    monkeypatch.setattr(histories, "_fill_shard", real)
+    assert main(args) == 0 and verify(tmp_path) == []
+
+
+keys = st.sampled_from(["seed", "name", "collect.n_tasks", "collect.algorithms", "collect.fractions", "env.id",
+                        "env.kwargs.sigma", "env.kwargs.n_arms", "model.kind", "model.n_embd", "train.lr",
+                        "eval.env_kwargs.horizon", "wandb.mode", "data.source", "nope", "collect", "a.b.c"])
+values = st.one_of(st.text(max_size=12), st.integers(-5, 10**6).map(str), st.floats(allow_nan=True).map(str),
+                   st.sampled_from(["true", "[1, 2", "{a: 1}", "ucb,thompson", "", "null", "-1e309"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(keys, values), max_size=4))
+def test_garbage_overrides_never_raise_a_traceback(pairs):
+    try:
+        load_config(None, [f"{k}={v}" for k, v in pairs])
+    except ConfigError as e:
+        assert "\n" not in str(e)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+                    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=8), c, max_size=3)),
+                    max_leaves=8))
+def test_garbage_yaml_documents_never_raise_a_traceback(tmp_path_factory, doc):
+    import yaml
+
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(yaml.safe_dump({"collect": doc, "env": doc} if isinstance(doc, dict) else doc))
+    try:
+        load_config(path)
+    except ConfigError as e:
+        assert "\n" not in str(e)
