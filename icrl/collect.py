@@ -12,9 +12,10 @@ import json
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -120,6 +121,34 @@ def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, 
     return b, entry, _block_stats(batch, len(cfg.collect.algorithms))
 
 
+def _run_blocks(cfg: Config, todo: list[int], out: str, meta: dict) -> Iterator[tuple[int, dict, list]]:
+    """Run the blocks ``todo`` on the configured backend; yields ``(block, shard entry, stats)`` as
+    blocks complete. Every block writes its own shard, so no data travels back but statistics."""
+    c = cfg.collect
+    if c.backend == "ray" and todo:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("collect.backend: ray needs the optional extra: pip install 'icrl[ray]'") from None
+        if not ray.is_initialized():  # attach to a cluster by address, or start a local Ray
+            kwargs = {"address": c.ray_address} if c.ray_address else {"num_cpus": c.workers}
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        remote = ray.remote(_write_block)
+        pending = [remote.remote(cfg, b, out, meta) for b in todo]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    elif c.backend == "process" and c.workers > 1 and len(todo) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=c.workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_write_block, cfg, b, out, meta) for b in todo]
+            for future in as_completed(futures):
+                yield future.result()
+    else:
+        for b in todo:
+            yield _write_block(cfg, b, out, meta)
+
+
 def _check_plan(out: Path, plan_record: dict) -> None:
     """A folder holds one collection: resuming with another config would mix two datasets."""
     path = out / "collect.json"
@@ -143,7 +172,9 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     Blocks already complete on disk (a killed run of the same config) are kept, partial files
     removed, and only the missing blocks collected, so the result is byte-identical to an
     uninterrupted run. ``collect.backend``: ``serial`` runs blocks in this process, ``process``
-    in ``collect.workers`` worker processes (each writes its own shard).
+    in ``collect.workers`` worker processes, ``ray`` as Ray tasks on a local Ray or the cluster at
+    ``collect.ray_address`` (then ``out`` must be a path every node can write); each block writes
+    its own shard, and the data are the same whatever the backend.
 
     Returns:
         ``{"out", "n_histories", "n_steps", "seconds", "resumed", "per_source": {name: {...}}}``
@@ -156,7 +187,7 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
             "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect)}
     out.mkdir(parents=True, exist_ok=True)
     record = {k: v for k, v in meta.items() if k != "collect"}
-    record["collect"] = {k: v for k, v in meta["collect"].items() if k not in ("backend", "workers")}
+    record["collect"] = {k: v for k, v in meta["collect"].items() if k not in ("backend", "workers", "ray_address")}
     _check_plan(out, record)
     remove_partials(out)
     done = {b: e for b, e in complete_shards(out).items() if b < plan.n_blocks}
@@ -166,22 +197,11 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     k = len(cfg.collect.algorithms)
     stats: list[list] = [[] for _ in range(k)]
     bar = tqdm(total=plan.n_blocks, initial=len(done), desc="collect", unit="shard", disable=not progress)
-    if cfg.collect.backend == "process" and cfg.collect.workers > 1 and len(todo) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=cfg.collect.workers, mp_context=ctx) as pool:
-            results = pool.map(_write_block, [cfg] * len(todo), todo, [str(out)] * len(todo), [meta] * len(todo))
-            for b, entry, block_stats in results:
-                entries[b] = entry
-                for i in range(k):
-                    stats[i].append(block_stats[i])
-                bar.update(1)
-    else:
-        for b in todo:
-            _, entry, block_stats = _write_block(cfg, b, str(out), meta)
-            entries[b] = entry
-            for i in range(k):
-                stats[i].append(block_stats[i])
-            bar.update(1)
+    for b, entry, block_stats in _run_blocks(cfg, todo, str(out), meta):
+        entries[b] = entry
+        for i in range(k):
+            stats[i].append(block_stats[i])
+        bar.update(1)
     bar.close()
     DatasetWriter(out, meta).finish(list(entries.values()))
     per_source = {}

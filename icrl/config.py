@@ -50,9 +50,11 @@ class CollectConfig:
     runs_per_task: int = _f(1, "independent runs (histories) per task", min=1)
     episodes: int = _f(1, "episodes per history (bandits: 1 episode = the whole horizon)", min=1)
     histories_per_shard: int = _f(250, "histories per HDF5 shard; one shard is one deterministic block", min=1)
-    backend: str = _f("serial", "where blocks run: serial (this process) or process (collect.workers processes); "
-                      "the data are the same either way", choices=["serial", "process"])
-    workers: int = _f(2, "worker processes of the process backend", min=1)
+    backend: str = _f("serial", "where blocks run: serial (this process), process (collect.workers processes) or "
+                      "ray (Ray tasks; pip install 'icrl[ray]'); the data are the same whatever the backend",
+                      choices=["serial", "process", "ray"])
+    workers: int = _f(2, "worker processes of the process backend; CPUs of a local Ray", min=1)
+    ray_address: str = _f("", "ray backend: cluster address to attach to (e.g. auto); empty starts a local Ray")
     ucb_c: float = _f(1.0, "exploration constant c of ucb (mu + c/sqrt(n)) and ucb1 (mu + c*sqrt(2 ln t / n))", min=0.0)
     thompson_prior_mean: float = _f(0.5, "Gaussian Thompson sampling: prior mean mu0 of each arm")
     thompson_prior_std: float = _f(math.sqrt(1 / 12), "Gaussian Thompson sampling: prior std sigma0 of each arm", min=1e-9)

@@ -30,6 +30,15 @@ def test_process_backend_equals_serial(tmp_path):
 
 
 @pytest.mark.slow
+def test_ray_backend_equals_serial(tmp_path):
+    pytest.importorskip("ray")
+    small = ["env.kwargs.horizon=50", "collect.n_tasks=40", "collect.histories_per_shard=7"]
+    collect(load_config(None, small), tmp_path / "serial", progress=False)
+    collect(load_config(None, small + ["collect.backend=ray", "collect.workers=2"]), tmp_path / "ray", progress=False)
+    assert _shas(tmp_path / "serial") == _shas(tmp_path / "ray")
+
+
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_byte_identical(tmp_path):
     reference = tmp_path / "reference"
     assert main(["collect", "--quiet", "--out", str(reference), *ARGS]) == 0
