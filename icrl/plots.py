@@ -10,8 +10,10 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# One fixed colour per method (the model red, no baseline red), the same on every plot.
 _STYLE = {"ad": ("tab:red", "-"), "dpt": ("tab:red", "-"), "oracle": ("black", ":"), "random": ("tab:gray", "--"),
-          "source": ("tab:purple", "-.")}
+          "emp": ("tab:blue", "-"), "ucb": ("tab:orange", "-"), "ucb1": ("tab:green", "-"),
+          "thompson": ("tab:purple", "-"), "linucb": ("tab:brown", "-"), "source": ("tab:pink", "-.")}
 
 
 def plot_results(results: dict[str, Any], path: str | Path) -> Path:

@@ -109,3 +109,12 @@ def test_garbage_yaml_documents_never_raise_a_traceback(tmp_path_factory, doc):
         load_config(path)
     except ConfigError as e:
         assert "\n" not in str(e)
+
+
+def test_nan_loss_stops_training_naming_step_and_checkpoint(tmp_path, capsys):
+    code = main(["train", "--quiet", "--out", str(tmp_path), "env.kwargs.n_arms=3", "env.kwargs.horizon=10",
+                 "data.source=stream", "collect.algorithms=dpt_random", *TINY, "train.steps=200", "train.lr=1e30",
+                 "train.warmup_steps=0", "train.grad_clip=0", "train.checkpoint_every=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0
+    assert "at step" in err and "last good checkpoint is step" in err
