@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from icrl import envs
 from icrl.collectors import collect_block
-from icrl.config import Config, ConfigError, to_dict
+from icrl.config import Config, ConfigError, import_env_module, to_dict
 from icrl.histories import DatasetWriter, HistoryBatch, complete_shards, remove_partials
 
 # spawn keys of the independent random streams of a collection
@@ -116,6 +116,7 @@ def _block_stats(batch: HistoryBatch, n_sources: int) -> list[dict[str, np.ndarr
 
 def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, list]:
     """Collect block ``b`` and write it as its shard (runs in a worker process for ``process``)."""
+    import_env_module(cfg)  # a fresh worker has not imported a user env family yet
     batch = collect_shard(cfg, make_plan(cfg), b)
     entry = DatasetWriter(out, meta).write_shard(b, batch)
     return b, entry, _block_stats(batch, len(cfg.collect.algorithms))

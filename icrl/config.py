@@ -36,6 +36,7 @@ class EnvConfig:
     """The environment family and its task distribution."""
 
     id: str = _f("icrl/GaussianBandit-v0", "gymnasium id of the env family (icrl/<Name>-v0)")
+    module: str = _f("", "Python module to import first, one that registers a family of your own (docs/extending.md)")
     kwargs: dict = _f({}, "constructor kwargs of the env and its task distribution (n_arms, horizon, sigma, prior, ...)")
 
 
@@ -238,6 +239,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp) or (None,)
         return [(_convert(v, item_tp, f"{key}.{i}") if item_tp else _yaml_scalar(v)) for i, v in enumerate(value)]
     if tp is dict or origin is dict:
+        if isinstance(value, str) and value.strip().startswith("{"):  # override: a YAML mapping
+            value = _yaml_scalar(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {str(k): (_yaml_scalar(v) if isinstance(v, str) else v) for k, v in value.items()}
@@ -349,6 +352,7 @@ def validate_env(cfg: Config) -> None:
     """Check ``env.id`` and ``env.kwargs`` against the registered family, naming the bad key."""
     from icrl import envs
 
+    import_env_module(cfg)
     ids = envs.family_ids()
     if cfg.env.id not in ids:
         raise ConfigError(f"env.id: unknown env {cfg.env.id!r}{_suggest('', cfg.env.id, ids)}")
@@ -378,6 +382,18 @@ def validate_env(cfg: Config) -> None:
     if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
         raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")
+
+
+def import_env_module(cfg: Config) -> None:
+    """Import ``env.module`` (it registers a user env family); a no-op when empty or imported."""
+    if not cfg.env.module:
+        return
+    import importlib
+
+    try:
+        importlib.import_module(cfg.env.module)
+    except ImportError as e:
+        raise ConfigError(f"env.module: cannot import {cfg.env.module!r} ({e}); is it on PYTHONPATH?") from None
 
 
 def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:

@@ -77,3 +77,15 @@ def test_help_documents_every_field():
     for key in ("collect.n_tasks", "collect.histories_per_shard", "env.kwargs", "wandb.mode", "seed"):
         assert key in text
     assert all(":" in line for line in describe() if line.startswith("  "))
+
+
+def test_env_module_is_imported_before_the_env_id_is_checked(tmp_path, monkeypatch):
+    (tmp_path / "my_family.py").write_text(
+        "from icrl.envs import register_family\n"
+        "from icrl.envs.bandits import GaussianBanditEnv, GaussianBanditVectorEnv, GaussianBanditTaskDistribution\n"
+        "register_family('mine/Bandit-v0', GaussianBanditEnv, GaussianBanditVectorEnv, GaussianBanditTaskDistribution)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(None, ["env.module=my_family", "env.id=mine/Bandit-v0"])
+    assert cfg.env.id == "mine/Bandit-v0"
+    with pytest.raises(ConfigError, match="env.module: cannot import 'no_such_module'"):
+        load_config(None, ["env.module=no_such_module"])
