@@ -22,7 +22,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import BanditTaskDistribution, require_choice, require_int, require_positive
+from .tasks import (
+    BanditTaskDistribution,
+    require_choice,
+    require_int,
+    require_positive,
+    reset_tasks,
+)
 
 #: ``noise(means (n,), rng) -> rewards (n,) float64``: the reward model of a family.
 RewardNoise = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -86,18 +92,9 @@ class BanditEnv(gymnasium.Env[int, np.int64]):
     ) -> tuple[int, dict[str, Any]]:
         """Start an episode; ``options={"task": task}`` (shape ``task_shape``) switches the task."""
         super().reset(seed=seed)
-        task = None if options is None else options.get("task")
-        if task is not None:
-            shape = np.shape(task)
-            if shape != self.task_distribution.task_shape:
-                raise ValueError(
-                    f"task: expected shape {self.task_distribution.task_shape}, got {shape}; "
-                    "the single env takes one task (the vector env takes a batch)"
-                )
-            self._set_task(self.task_distribution.check_tasks(np.asarray(task)[None]))
-            self._task_given = True
-        elif self._task is None or (seed is not None and not self._task_given):
-            self._set_task(self.task_distribution.sample(1, self.np_random))
+        self._task_given = reset_tasks(
+            self, seed, options, self._task, self._task_given, None, self._set_task
+        )
         self._t = 0
         return 0, {}
 
@@ -170,17 +167,9 @@ class BanditVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env; ``options={"task": tasks}`` sets ``(num_envs, *task_shape)`` tasks."""
         super().reset(seed=seed)
-        tasks = None if options is None else options.get("task")
-        if tasks is not None:
-            arr = self.task_distribution.check_tasks(tasks)
-            if arr.shape[0] != self.num_envs:
-                raise ValueError(
-                    f"tasks: expected one task per env ({self.num_envs}), got {arr.shape[0]}"
-                )
-            self._set_tasks(arr)
-            self._tasks_given = True
-        elif self._tasks is None or (seed is not None and not self._tasks_given):
-            self._set_tasks(self.task_distribution.sample(self.num_envs, self.np_random))
+        self._tasks_given = reset_tasks(
+            self, seed, options, self._tasks, self._tasks_given, self.num_envs, self._set_tasks
+        )
         self._t[:] = 0
         return np.zeros(self.num_envs, dtype=np.int64), {}
 

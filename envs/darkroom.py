@@ -130,39 +130,17 @@ class DarkRoomTaskDistribution(GridTaskDistribution):
         return np.clip(self.horizon + 1 - d, 0, self.horizon).astype(np.float64)
 
 
-class DarkRoomLargeTaskDistribution(DarkRoomTaskDistribution):
+class DarkRoomLargeTaskDistribution(DarkRoomTaskDistribution, defaults={"size": 15, "horizon": 50}):
     """Tasks of ``icrl/DarkRoomLarge-v0``: 15x15, H 50, 225 goals split 202/23."""
 
     env_id = "icrl/DarkRoomLarge-v0"
 
-    def __init__(
-        self,
-        size: int = 15,
-        horizon: int = 50,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(size, horizon, start, split, split_seed, train_fraction)
 
-
-class DarkRoomHardTaskDistribution(DarkRoomTaskDistribution):
+class DarkRoomHardTaskDistribution(DarkRoomTaskDistribution, defaults={"size": 17, "horizon": 20}):
     """Tasks of ``icrl/DarkRoomHard-v0``: 17x17, H 20; the first arrival on the goal pays 1 and ends
     the episode (AD paper, Laskin et al. 2022). Split like Dark Room (289 goals, 260/29)."""
 
     env_id = "icrl/DarkRoomHard-v0"
-
-    def __init__(
-        self,
-        size: int = 17,
-        horizon: int = 20,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(size, horizon, start, split, split_seed, train_fraction)
 
     def transition(
         self, tasks: np.ndarray, obs: np.ndarray, actions: np.ndarray
@@ -238,9 +216,10 @@ class DarkRoomPermutedTaskDistribution(GridTaskDistribution):
 
 
 # --------------------------------------------------------------------------- concrete envs
+# Each env takes its task distribution's kwargs; each vector env takes ``num_envs`` plus them.
 
 
-class DarkRoomEnv(GridEnv):
+class DarkRoomEnv(GridEnv, tasks=DarkRoomTaskDistribution):
     """``icrl/DarkRoom-v0``: find an unseen goal cell; reward 1 on it after every step.
 
     Args:
@@ -254,115 +233,31 @@ class DarkRoomEnv(GridEnv):
         train_fraction: Fraction of the goals in the train split; ``None``: 0.9 (dicp) / 0.8 (dpt).
     """
 
-    def __init__(
-        self,
-        size: int = 9,
-        horizon: int = 20,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            DarkRoomTaskDistribution(size, horizon, start, split, split_seed, train_fraction)
-        )
 
-
-class DarkRoomVectorEnv(GridVectorEnv):
+class DarkRoomVectorEnv(GridVectorEnv, tasks=DarkRoomTaskDistribution):
     """Native vector version of :class:`DarkRoomEnv`; same kwargs plus ``num_envs``."""
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        size: int = 9,
-        horizon: int = 20,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            num_envs,
-            DarkRoomTaskDistribution(size, horizon, start, split, split_seed, train_fraction),
-        )
 
-
-class DarkRoomLargeEnv(GridEnv):
+class DarkRoomLargeEnv(GridEnv, tasks=DarkRoomLargeTaskDistribution):
     """``icrl/DarkRoomLarge-v0``: :class:`DarkRoomEnv` with the defaults ``size=15, horizon=50``."""
 
-    def __init__(
-        self,
-        size: int = 15,
-        horizon: int = 50,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            DarkRoomLargeTaskDistribution(size, horizon, start, split, split_seed, train_fraction)
-        )
 
-
-class DarkRoomLargeVectorEnv(GridVectorEnv):
+class DarkRoomLargeVectorEnv(GridVectorEnv, tasks=DarkRoomLargeTaskDistribution):
     """Native vector version of :class:`DarkRoomLargeEnv`; same kwargs plus ``num_envs``."""
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        size: int = 15,
-        horizon: int = 50,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            num_envs,
-            DarkRoomLargeTaskDistribution(size, horizon, start, split, split_seed, train_fraction),
-        )
 
-
-class DarkRoomHardEnv(GridEnv):
+class DarkRoomHardEnv(GridEnv, tasks=DarkRoomHardTaskDistribution):
     """``icrl/DarkRoomHard-v0``: 17x17, H 20, the first arrival on the goal pays 1 and terminates.
 
     Kwargs as :class:`DarkRoomEnv` (defaults ``size=17, horizon=20``).
     """
 
-    def __init__(
-        self,
-        size: int = 17,
-        horizon: int = 20,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            DarkRoomHardTaskDistribution(size, horizon, start, split, split_seed, train_fraction)
-        )
 
-
-class DarkRoomHardVectorEnv(GridVectorEnv):
+class DarkRoomHardVectorEnv(GridVectorEnv, tasks=DarkRoomHardTaskDistribution):
     """Native vector version of :class:`DarkRoomHardEnv`; same kwargs plus ``num_envs``."""
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        size: int = 17,
-        horizon: int = 20,
-        start: Any = None,
-        split: str = "dicp",
-        split_seed: int = 0,
-        train_fraction: float | None = None,
-    ) -> None:
-        super().__init__(
-            num_envs,
-            DarkRoomHardTaskDistribution(size, horizon, start, split, split_seed, train_fraction),
-        )
 
-
-class DarkRoomPermutedEnv(GridEnv):
+class DarkRoomPermutedEnv(GridEnv, tasks=DarkRoomPermutedTaskDistribution):
     """``icrl/DarkRoomPermuted-v0``: reach (size-1, size-1) from (0, 0) with permuted actions.
 
     Args:
@@ -372,25 +267,6 @@ class DarkRoomPermutedEnv(GridEnv):
         train_fraction: Fraction of the permutations in the train split (0.9: 108/12).
     """
 
-    def __init__(
-        self, size: int = 9, horizon: int = 50, split_seed: int = 4, train_fraction: float = 0.9
-    ) -> None:
-        super().__init__(
-            DarkRoomPermutedTaskDistribution(size, horizon, split_seed, train_fraction)
-        )
 
-
-class DarkRoomPermutedVectorEnv(GridVectorEnv):
+class DarkRoomPermutedVectorEnv(GridVectorEnv, tasks=DarkRoomPermutedTaskDistribution):
     """Native vector version of :class:`DarkRoomPermutedEnv`; same kwargs plus ``num_envs``."""
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        size: int = 9,
-        horizon: int = 50,
-        split_seed: int = 4,
-        train_fraction: float = 0.9,
-    ) -> None:
-        super().__init__(
-            num_envs, DarkRoomPermutedTaskDistribution(size, horizon, split_seed, train_fraction)
-        )

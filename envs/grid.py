@@ -16,6 +16,7 @@ Markov state of the world, so the dynamics are the pure batched function
 from __future__ import annotations
 
 import abc
+import inspect
 import numbers
 import random
 from typing import Any
@@ -26,7 +27,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, require_int
+from .tasks import TaskDistribution, require_int, reset_tasks
 
 __all__ = [
     "MOVES",
@@ -36,6 +37,8 @@ __all__ = [
     "GridVectorEnv",
     "split_order",
 ]
+
+_KW = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 #: ``MOVES[a]`` is the (dx, dy) of action a: 0: x+1, 1: x-1, 2: y+1, 3: y-1, 4: stay.
 MOVES = np.array([[1, 0], [-1, 0], [0, 1], [0, -1], [0, 0]], dtype=np.int64)  # (5, 2)
@@ -111,6 +114,21 @@ def require_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+def _init_from(signature: inspect.Signature, body: Any, qualname: str) -> Any:
+    """``body`` (called with the bound arguments, defaults applied) as an ``__init__`` whose
+    ``inspect.signature`` is ``signature`` (the config layer reads kwarg names and defaults
+    there)."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        body(*bound.args, **bound.kwargs)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{qualname}.__init__"
+    return __init__
+
+
 # --------------------------------------------------------------------------- task distributions
 
 
@@ -122,7 +140,10 @@ class GridTaskDistribution(TaskDistribution):
     :class:`TaskDistribution` convention); any valid task may be set on an env, in a split or not.
 
     Subclasses set ``size``, ``horizon``, ``start``, ``task_shape``, ``obs_nvec`` and the split
-    settings (then call :meth:`_check_split`), and implement the abstract methods.
+    settings (then call :meth:`_check_split`), and implement the abstract methods. A subclass that
+    only changes the defaults of its parent's kwargs (another id of the same family) says so in
+    its class line, ``class Large(DarkRoomTaskDistribution, defaults={"size": 15})``, and gets an
+    ``__init__`` with the parent's signature and those defaults.
 
     Attributes:
         size: Side of the square grid.
@@ -142,6 +163,26 @@ class GridTaskDistribution(TaskDistribution):
     split_seed: int = 0
     train_fraction: float = 0.9
     _splits: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __init_subclass__(cls, defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if defaults is None:
+            return
+        if "__init__" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__}: give either defaults= or an __init__, not both")
+        parent_init = cls.__init__  # the parent's, through the MRO
+        signature = inspect.signature(parent_init)
+        unknown = set(defaults) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{cls.__qualname__}: defaults for unknown kwargs {sorted(unknown)}")
+        signature = signature.replace(
+            parameters=[
+                p.replace(default=defaults[p.name]) if p.name in defaults else p
+                for p in signature.parameters.values()
+            ]
+        )
+        init = _init_from(signature, parent_init, cls.__qualname__)
+        cls.__init__ = init  # type: ignore[method-assign]
 
     @abc.abstractmethod
     def all_tasks(self) -> np.ndarray:
@@ -222,11 +263,27 @@ class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
     is given the env draws one from the train split with ``self.np_random``; a *seeded* reset
     redraws it, so ``reset(seed=s)`` alone fixes the task. Step infos are empty.
 
+    A family's env is ``class MyEnv(GridEnv, tasks=MyTaskDistribution)``: its ``__init__`` takes
+    the task distribution's kwargs (and has its signature).
+
     Args:
         tasks: The family's task distribution (holds the validated kwargs and the dynamics).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init_subclass__(
+        cls, tasks: type[GridTaskDistribution] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if tasks is not None:
+
+            def body(self: GridEnv, *args: Any, **kw: Any) -> None:
+                GridEnv.__init__(self, tasks(*args, **kw))
+
+            cls.__init__ = _init_from(  # type: ignore[method-assign]
+                inspect.signature(tasks.__init__), body, cls.__qualname__
+            )
 
     def __init__(self, tasks: GridTaskDistribution) -> None:
         self.task_distribution = tasks
@@ -255,18 +312,9 @@ class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; ``options={"task": task}`` (shape ``task_shape``) switches the task."""
         super().reset(seed=seed)
-        task = None if options is None else options.get("task")
-        if task is not None:
-            shape = np.shape(task)
-            if shape != self.task_distribution.task_shape:
-                raise ValueError(
-                    f"task: expected shape {self.task_distribution.task_shape}, got {shape}; "
-                    "the single env takes one task (the vector env takes a batch)"
-                )
-            self._set_task(self.task_distribution.check_tasks(np.asarray(task)[None]))
-            self._task_given = True
-        elif self._task is None or (seed is not None and not self._task_given):
-            self._set_task(self.task_distribution.sample(1, self.np_random))
+        self._task_given = reset_tasks(
+            self, seed, options, self._task, self._task_given, None, self._set_task
+        )
         self._obs = self.task_distribution.start_obs(1)
         self._t = 0
         self._ended = False
@@ -301,12 +349,31 @@ class GridVectorEnv(VectorEnv):
     gymnasium's ``SyncVectorEnv`` builds them in SAME_STEP mode, and its returned obs is already
     the next episode's first obs. Step infos are otherwise empty.
 
+    A family's vector env is ``class MyVectorEnv(GridVectorEnv, tasks=MyTaskDistribution)``: its
+    ``__init__`` takes ``num_envs=1`` then the task distribution's kwargs.
+
     Args:
         num_envs: Number of parallel worlds (>= 1).
         tasks: The family's task distribution.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init_subclass__(
+        cls, tasks: type[GridTaskDistribution] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if tasks is not None:
+
+            def body(self: GridVectorEnv, num_envs: int, *args: Any, **kw: Any) -> None:
+                GridVectorEnv.__init__(self, num_envs, tasks(*args, **kw))
+
+            signature = inspect.signature(tasks.__init__)
+            self_param, *params = signature.parameters.values()
+            num_envs = inspect.Parameter("num_envs", _KW, default=1, annotation="int")
+            signature = signature.replace(parameters=[self_param, num_envs, *params])
+            init = _init_from(signature, body, cls.__qualname__)
+            cls.__init__ = init  # type: ignore[method-assign]
 
     def __init__(self, num_envs: int, tasks: GridTaskDistribution) -> None:
         self.num_envs = require_int("num_envs", num_envs, 1)
@@ -339,17 +406,9 @@ class GridVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env; ``options={"task": tasks}`` sets ``(num_envs, *task_shape)`` tasks."""
         super().reset(seed=seed)
-        tasks = None if options is None else options.get("task")
-        if tasks is not None:
-            arr = self.task_distribution.check_tasks(tasks)
-            if arr.shape[0] != self.num_envs:
-                raise ValueError(
-                    f"tasks: expected one task per env ({self.num_envs}), got {arr.shape[0]}"
-                )
-            self._set_tasks(arr)
-            self._tasks_given = True
-        elif self._tasks is None or (seed is not None and not self._tasks_given):
-            self._set_tasks(self.task_distribution.sample(self.num_envs, self.np_random))
+        self._tasks_given = reset_tasks(
+            self, seed, options, self._tasks, self._tasks_given, self.num_envs, self._set_tasks
+        )
         self._obs = self.task_distribution.start_obs(self.num_envs)
         self._t[:] = 0
         return self._obs.copy(), {}

@@ -96,7 +96,7 @@ class KeyToDoorTaskDistribution(GridTaskDistribution):
         return (to_key <= self.horizon).astype(np.float64) + (to_door <= self.horizon)
 
 
-class KeyToDoorEnv(GridEnv):
+class KeyToDoorEnv(GridEnv, tasks=KeyToDoorTaskDistribution):
     """``icrl/KeyToDoor-v0``: pick up an unseen key, then open an unseen door.
 
     Args:
@@ -106,23 +106,6 @@ class KeyToDoorEnv(GridEnv):
         train_fraction: Fraction of the tasks in the train split (0.95: 6,233/328).
     """
 
-    def __init__(
-        self, size: int = 9, horizon: int = 50, split_seed: int = 4, train_fraction: float = 0.95
-    ) -> None:
-        super().__init__(KeyToDoorTaskDistribution(size, horizon, split_seed, train_fraction))
 
-
-class KeyToDoorVectorEnv(GridVectorEnv):
+class KeyToDoorVectorEnv(GridVectorEnv, tasks=KeyToDoorTaskDistribution):
     """Native vector version of :class:`KeyToDoorEnv`; same kwargs plus ``num_envs``."""
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        size: int = 9,
-        horizon: int = 50,
-        split_seed: int = 4,
-        train_fraction: float = 0.95,
-    ) -> None:
-        super().__init__(
-            num_envs, KeyToDoorTaskDistribution(size, horizon, split_seed, train_fraction)
-        )

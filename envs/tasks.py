@@ -18,7 +18,7 @@ import inspect
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "require_choice",
     "require_int",
     "require_positive",
+    "reset_tasks",
     "task_distribution",
 ]
 
@@ -193,6 +194,61 @@ class BanditTaskDistribution(TaskDistribution):
     def max_return(self, tasks: np.ndarray) -> np.ndarray:
         """``horizon * max_a mu_a`` per task."""
         return self.horizon * self.means(tasks).max(axis=1)  # (n,)
+
+
+# --------------------------------------------------------------------------- env resets
+
+
+def reset_tasks(
+    env: Any,
+    seed: int | None,
+    options: dict[str, Any] | None,
+    current: np.ndarray | None,
+    given: bool,
+    num_envs: int | None,
+    set_tasks: Callable[[np.ndarray], None],
+) -> bool:
+    """The task handling shared by every env's ``reset``: sets new tasks through ``set_tasks``.
+
+    ``options["task"]`` is validated (one task of shape ``task_shape`` for a single env,
+    ``num_envs is None``; one task per env for a vector env) and becomes the tasks, kept across
+    later resets. Until tasks are given, tasks are drawn from the prior with ``env.np_random`` on
+    the first reset and again on every seeded one.
+
+    Args:
+        env: The env being reset (after ``super().reset(seed=seed)``); its ``task_distribution``
+            and ``np_random`` are used.
+        seed: The reset's seed.
+        options: The reset's options.
+        current: The env's current task(s), ``None`` before the first reset.
+        given: Whether the current tasks were given through ``options``.
+        num_envs: The vector env's ``num_envs``; ``None`` for a single env.
+        set_tasks: Called with the validated ``(n, *task_shape)`` new tasks (``n`` is 1 for a
+            single env); not called when the current tasks are kept.
+
+    Returns:
+        The new ``given`` flag.
+    """
+    dist = env.task_distribution
+    task = None if options is None else options.get("task")
+    if task is not None:
+        if num_envs is None:
+            shape = np.shape(task)
+            if shape != dist.task_shape:
+                raise ValueError(
+                    f"task: expected shape {dist.task_shape}, got {shape}; "
+                    "the single env takes one task (the vector env takes a batch)"
+                )
+            set_tasks(dist.check_tasks(np.asarray(task)[None]))
+            return True
+        arr = dist.check_tasks(task)
+        if arr.shape[0] != num_envs:
+            raise ValueError(f"tasks: expected one task per env ({num_envs}), got {arr.shape[0]}")
+        set_tasks(arr)
+        return True
+    if current is None or (seed is not None and not given):
+        set_tasks(dist.sample(1 if num_envs is None else num_envs, env.np_random))
+    return given
 
 
 # --------------------------------------------------------------------------- family registry

@@ -23,6 +23,10 @@ import yaml
 class ConfigError(ValueError):
     """A bad config input; the message is one line that names the key."""
 
+    def __init__(self, message: str) -> None:
+        # keys and values come from user files: keep the message one line whatever they hold
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
 
 def _f(default: Any, help: str, **checks: Any) -> Any:
     """A dataclass field with a doc line and optional checks (``min``, ``max``, ``choices``)."""
