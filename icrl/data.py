@@ -4,7 +4,8 @@
   episodes; inputs (obs_t, a_{t-1}, r_{t-1}), targets a_t at every position.
 - DPT (Lee et al. 2023): ``context_len`` consecutive transitions (s, a, r, s') of one history, a
   query state from the same task and its oracle action as the label of every prefix j = 0..n.
-- DPT stream (bandits): every batch runs the random-context collector on fresh tasks; nothing on disk.
+- Stream: every batch runs the configured source algorithms live on fresh tasks (e.g. DPT's random
+  contexts and Thompson sampling on bandits) and samples from those histories; nothing on disk.
 
 Per-history weights (LHF, DESIGN §6) act through ``weighting``: "sample" draws histories with
 probability proportional to their weight, "loss" scales their cross-entropy, "none" ignores them.

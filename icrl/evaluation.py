@@ -91,12 +91,11 @@ class OraclePolicy:
         pass
 
 
-def default_baselines(env_id: str) -> list[str]:
+def default_baselines(dist: Any) -> list[str]:
     """Every baseline that fits the family: bandits get the classic algorithms, linear adds LinUCB."""
-    dist_kind = env_id.split("/")[-1]
-    if "LinearBandit" in dist_kind:
+    if hasattr(dist, "features"):  # linear bandit: arm features known to LinUCB
         return ["random", "emp", "ucb", "thompson", "linucb", "oracle"]
-    if "Bandit" in dist_kind:
+    if hasattr(dist, "means"):
         return ["random", "emp", "ucb", "ucb1", "thompson", "oracle"]
     return ["random", "oracle"]
 
@@ -185,7 +184,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
         if mcfg.kind == "ad" and mcfg.window is None and steps is not None and steps > mcfg.block_size:
             raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context AD model's block_size "
                               f"is {mcfg.block_size}; train with model.window for rollouts of any length")
-    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(cfg.env.id))
+    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(dist))
     if model is not None and mcfg.kind == "ad" and "source" not in methods:
         methods.append("source")  # AD imitates its source: compare with it on the same tasks
     seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
