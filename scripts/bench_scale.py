@@ -20,18 +20,27 @@ from pathlib import Path
 from icrl.collect import collect
 from icrl.config import load_config
 
-COLLECT = ["env.kwargs.horizon=500", "collect.n_tasks=8000", "collect.histories_per_shard=500",
-           "collect.algorithms=thompson,ucb"]
+# Bandit histories are cheap to make and large to write (I/O-bound); PPO histories are compute-bound.
+COLLECT = {"bandit (thompson+ucb, H 500, 40,000 histories)":
+           ["env.kwargs.horizon=500", "collect.n_tasks=40000", "collect.histories_per_shard=2000",
+            "collect.algorithms=thompson,ucb"],
+           "Dark Room PPO (128 independent runs x 100 episodes)":
+           ["env.id=icrl/DarkRoom-v0", "collect.algorithms=ppo", "collect.n_tasks=128", "collect.episodes=100",
+            "collect.histories_per_shard=32"]}
 TRAIN = ["train", "--quiet", "--config", "configs/quickstart.yaml", "train.steps=60", "train.log_every=10",
          "train.checkpoint_every=1000", "train.threads=1"]
 
 
-def bench_collect(workers: int, root: Path) -> float:
+def bench_collect(overrides: list[str], workers: int, root: Path) -> float:
+    """Histories/s of one collection with ``workers`` processes (1 = the serial backend)."""
     backend = ["collect.backend=process", f"collect.workers={workers}"] if workers > 1 else []
-    cfg = load_config(None, COLLECT + backend)
+    cfg = load_config(None, overrides + backend)
+    out = root / f"collect{workers}"
     start = time.perf_counter()
-    summary = collect(cfg, root / f"collect{workers}", progress=False)
-    return summary["n_histories"] / (time.perf_counter() - start)
+    summary = collect(cfg, out, progress=False)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out)
+    return summary["n_histories"] / seconds
 
 
 def bench_train(procs: int, root: Path) -> dict:
@@ -54,15 +63,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        c1, c2 = bench_collect(1, root), bench_collect(2, root)
+        rates = {name: (bench_collect(o, 1, root), bench_collect(o, 2, root)) for name, o in COLLECT.items()}
         t1, t2 = bench_train(1, root), bench_train(2, root)
-    print(f"collection (thompson+ucb, H 500, 8,000 histories): 1 worker {c1:,.0f} histories/s, "
-          f"2 workers {c2:,.0f} histories/s, ratio {c2 / c1:.2f}x")
+    for name, (c1, c2) in rates.items():
+        print(f"collection, {name}: 1 worker {c1:,.0f} histories/s, 2 workers {c2:,.0f} histories/s, "
+              f"ratio {c2 / c1:.2f}x")
     print(f"training (quickstart DPT, 1 thread per process): 1 process {t1['steps_per_s']:.2f} steps/s "
           f"({t1['samples_per_s']:,.0f} samples/s), 2 DDP processes {t2['steps_per_s']:.2f} steps/s "
           f"({t2['samples_per_s']:,.0f} samples/s), samples/s ratio {t2['samples_per_s'] / t1['samples_per_s']:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"collect_histories_per_s": {"1": c1, "2": c2},
+        Path(args.json).write_text(json.dumps({"collect_histories_per_s": {k: {"1": a, "2": b} for k, (a, b) in rates.items()},
                                                "train": [t1, t2]}, indent=1))
 
 
