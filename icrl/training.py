@@ -228,7 +228,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             check_batch(mcfg, sampler.obs, sampler.action)
         except ValueError as e:
             raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_TRAIN, ddp.rank)))
+    # rank 0 keeps the single-process stream, so a 1-process run and rank 0 of a DDP run draw alike
+    key = (_TRAIN,) if ddp.rank == 0 else (_TRAIN, ddp.rank)
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=key))
     torch.manual_seed(cfg.seed + ddp.rank)
     step = 0
     if resume:
