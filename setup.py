@@ -29,7 +29,7 @@ setup(
         "wandb>=0.16",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "jsonschema>=4", "build>=1"],
+        "test": ["pytest>=7", "hypothesis>=6", "jsonschema>=4", "setuptools>=70.1", "wheel"],
         "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["icrl = icrl.cli:main"]},
