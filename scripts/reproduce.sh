@@ -10,5 +10,7 @@ for name in "$@"; do
   icrl run --quiet --config "configs/$name.yaml" --out "runs/$name"
   echo "$name: wall $(( $(date +%s) - start )) s"
   cp "runs/$name/results.json" "docs/results/$name.json"
-  [ -f "runs/$name/results_offline.json" ] && cp "runs/$name/results_offline.json" "docs/results/${name}_offline.json"
+  if [ -f "runs/$name/results_offline.json" ]; then
+    mkdir -p docs/results/offline && cp "runs/$name/results_offline.json" "docs/results/offline/$name.json"
+  fi
 done
