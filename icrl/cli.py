@@ -112,7 +112,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from icrl.histories import verify
+    from icrl.integrity import verify
 
     problems = verify(args.dir)
     if problems:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from icrl import envs
 from icrl.collectors import collect_block
 from icrl.config import Config, ConfigError, import_env_module, to_dict
-from icrl.histories import DatasetWriter, HistoryBatch, complete_shards, remove_partials
+from icrl.histories import DatasetWriter, HistoryBatch
+from icrl.integrity import complete_shards, remove_partials
 
 # spawn keys of the independent random streams of a collection
 _TASKS, _SOURCES, _BLOCK = 0, 1, 2

@@ -27,6 +27,10 @@ A shard holds numeric datasets only (strings and configs live in the manifest):
 Files use the HDF5 1.10 format (metadata checksummed). Every file is written under
 ``<final name>.tmp-<pid>`` (never ending in ``.h5``, so no reader takes it for a shard), fsynced
 and renamed. Identical batches give byte-identical shards.
+
+This module holds the format, :class:`HistoryBatch`, the writer (:class:`DatasetWriter`) and the
+reader (:class:`HistoryStore`); checking a folder on disk (``verify``, ``complete_shards``,
+``remove_partials``) lives in :mod:`icrl.integrity`, which imports from here (never the reverse).
 """
 from __future__ import annotations
 
@@ -191,7 +195,9 @@ def _write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
 
 
 def _content_digest(f: h5py.File) -> np.ndarray:
-    """SHA-256 over name, dtype, shape and bytes of every dataset, read in ~16 MiB blocks."""
+    """SHA-256 over name, dtype, shape and bytes of every dataset, read in ~16 MiB blocks.
+
+    Stored by the writer; :mod:`icrl.integrity` recomputes it to check a shard."""
     h = hashlib.sha256()
     for name in [f"{g}/{k}" for g in ("histories", "steps") for k in sorted(f[g])]:
         ds = f[name]
@@ -220,19 +226,25 @@ def _fill_shard(f: h5py.File, batch: HistoryBatch) -> None:
     f.attrs["content_sha256"] = _content_digest(f)
 
 
-def _shard_problems(f: h5py.File, name: str, n_sources: int | None,
-                    content: bool = True) -> tuple[list[str], int, int]:
-    """Check an open shard's index (and content checksum); returns (problems, n, n_steps)."""
+def _index_problems(f: h5py.File, name: str,
+                    n_sources: int | None) -> tuple[list[str], int, int, bool]:
+    """Check an open shard's index (no content checksum: see :mod:`icrl.integrity`).
+
+    Returns:
+        ``(problems, n, n_steps, laid_out)``; ``laid_out`` is False when datasets are missing or
+        index rows do not match the history count, so that the shard's content cannot be checked.
+    """
     missing = [f"histories/{k}" for k in INDEX_FIELDS if f"histories/{k}" not in f]
     missing += [f"steps/{k}" for k in REQUIRED_FIELDS if f"steps/{k}" not in f]
     if missing:
-        return [f"{name}: missing datasets {missing}"], 0, 0
+        return [f"{name}: missing datasets {missing}"], 0, 0, False
     idx = {k: f[f"histories/{k}"][()] for k in INDEX_FIELDS}
     n, lengths = len(idx["length"]), idx["length"]
     bad = [k for k in ("offset", "task", "run", "source") if idx[k].shape != (n,)]
     bad += ["task_params"] if idx["task_params"].ndim != 2 or len(idx["task_params"]) != n else []
     if bad:
-        return [f"{name}: histories/{k} does not have one row per history" for k in bad], n, 0
+        return ([f"{name}: histories/{k} does not have one row per history" for k in bad], n, 0,
+                False)
     total, problems = int(lengths.sum()), []
     if np.any(lengths < 0) or not np.array_equal(idx["offset"], np.cumsum(lengths) - lengths):
         problems.append(f"{name}: histories/offset does not match the cumulative lengths")
@@ -244,17 +256,7 @@ def _shard_problems(f: h5py.File, name: str, n_sources: int | None,
         problems.append(f"{name}: histories/return_offsets is inconsistent with return_values")
     if n_sources is not None and np.any((idx["source"] < 0) | (idx["source"] >= n_sources)):
         problems.append(f"{name}: histories/source has indices outside the {n_sources} sources")
-    if content and not np.array_equal(f.attrs.get("content_sha256", []), _content_digest(f)):
-        problems.append(f"{name}: content checksum mismatch (data corrupted)")
-    return problems, n, total
-
-
-def _check_shard_file(path: Path, n_sources: int | None) -> tuple[list[str], int, int]:
-    try:
-        with h5py.File(path, "r") as f:
-            return _shard_problems(f, path.name, n_sources)
-    except _H5_ERRORS as exc:
-        return [f"{path.name}: unreadable HDF5 (truncated or corrupted): {exc}"], 0, 0
+    return problems, n, total, True
 
 
 # ----------------------------------------------------------------------------- writing
@@ -309,37 +311,6 @@ class DatasetWriter:
                     "shards": entries, "derived": []}
         _write_json(self.directory / "manifest.json", manifest)
         return manifest
-
-
-def complete_shards(directory: str | os.PathLike) -> dict[int, dict[str, Any]]:
-    """Shard index -> manifest entry for the shards on disk that open, pass their index and
-    content checks and, where a manifest lists them, match its sha256. To resume a killed
-    collection, only the indices missing here need collecting again."""
-    directory, listed = Path(directory), {}
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-        listed = {e["file"]: e["sha256"] for e in manifest["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no (valid) manifest yet: each shard's own content checksum decides
-    found: dict[int, dict[str, Any]] = {}
-    for path in sorted(directory.glob("shard-*.h5")):
-        match = _SHARD_RE.match(path.name)
-        if match and path.is_file():
-            problems, n, total = _check_shard_file(path, None)
-            sha = file_sha256(path)
-            if not problems and n > 0 and listed.get(path.name, sha) == sha:
-                found[int(match.group(1))] = {"file": path.name, "n_histories": n,
-                                              "n_steps": total, "sha256": sha}
-    return found
-
-
-def remove_partials(directory: str | os.PathLike) -> list[str]:
-    """Delete the temp files (``*.tmp-<pid>``) of killed writers; returns their names.
-    Call it only while no writer works on the folder."""
-    removed = sorted(p.name for p in Path(directory).glob("*.tmp-*") if p.is_file())
-    for name in removed:
-        (Path(directory) / name).unlink()
-    return removed
 
 
 # ----------------------------------------------------------------------------- reading
@@ -400,7 +371,7 @@ class HistoryStore:
         parts: list[dict[str, np.ndarray]] = []
         for f, entry in zip(self._files, self.manifest["shards"]):
             try:
-                problems, n, _ = _shard_problems(f, entry["file"], len(self.sources), False)
+                problems, n, _, _ = _index_problems(f, entry["file"], len(self.sources))
             except _H5_ERRORS as exc:
                 problems, n = [f"{entry['file']}: unreadable index ({exc})"], 0
             if not problems and n != entry["n_histories"]:
@@ -536,42 +507,3 @@ class HistoryStore:
 
     def __len__(self) -> int:
         return self.n_histories
-
-
-def verify(directory: str | os.PathLike) -> list[str]:
-    """Check a dataset folder: manifest, every shard's sha256 and index, derived files.
-
-    Returns:
-        One message per problem, each naming the file concerned; ``[]`` when sound.
-    """
-    directory = Path(directory)
-    try:
-        manifest = _load_manifest(directory)
-    except (ValueError, OSError) as exc:
-        return [str(exc)]
-    problems: list[str] = []
-    totals = [0, 0]
-    for e in manifest["shards"]:
-        totals = [totals[0] + e["n_histories"], totals[1] + e["n_steps"]]
-        path = directory / e["file"]
-        if not path.is_file():
-            problems.append(f"{e['file']}: listed in manifest.json but missing")
-            continue
-        if file_sha256(path) != e["sha256"]:
-            problems.append(f"{e['file']}: sha256 mismatch (file corrupted or replaced)")
-        found, n, total = _check_shard_file(path, len(manifest["sources"]))
-        problems += found
-        if not found and [n, total] != [e["n_histories"], e["n_steps"]]:
-            problems.append(f"{e['file']}: holds {n} histories / {total} steps, manifest says "
-                            f"{e['n_histories']} / {e['n_steps']}")
-    if totals != [manifest["n_histories"], manifest["n_steps"]]:
-        problems.append(f"manifest.json: n_histories/n_steps {manifest['n_histories']}/"
-                        f"{manifest['n_steps']} differ from the shard sums {totals[0]}/{totals[1]}")
-    for e in manifest["derived"]:
-        file = str(e.get("file", "?")) if isinstance(e, dict) else "?"
-        path = directory / file
-        if not path.is_file():
-            problems.append(f"{file}: derived file listed in manifest.json but missing")
-        elif file_sha256(path) != e.get("sha256"):
-            problems.append(f"{file}: derived file sha256 mismatch (corrupted or replaced)")
-    return problems

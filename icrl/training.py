@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
-from icrl.histories import HistoryStore, verify
+from icrl.histories import HistoryStore
+from icrl.integrity import verify
 from icrl.models import make_model as build_model
 from icrl.models.losses import ad_loss, dpt_loss
 from icrl.models.transformer import ModelConfig, check_batch

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from icrl import histories
 from icrl.cli import main
 from icrl.config import ConfigError, load_config
-from icrl.histories import complete_shards, verify
+from icrl.integrity import complete_shards, verify
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16"]
 

@@ -11,7 +11,7 @@ import pytest
 from icrl.cli import main
 from icrl.collect import collect
 from icrl.config import load_config
-from icrl.histories import verify
+from icrl.integrity import verify
 
 ARGS = ["env.kwargs.horizon=500", "collect.n_tasks=3000", "collect.histories_per_shard=100",
         "collect.algorithms=thompson,ucb"]

@@ -10,15 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from icrl.histories import (
-    DatasetWriter,
-    HistoryBatch,
-    HistoryStore,
-    complete_shards,
-    file_sha256,
-    remove_partials,
-    verify,
-)
+from icrl.histories import DatasetWriter, HistoryBatch, HistoryStore, file_sha256
+from icrl.integrity import complete_shards, remove_partials, verify
 
 META = {"env_id": "icrl/DarkRoom-v0", "env_kwargs": {"size": 9}, "sources": ["ppo", "random"],
         "collect": {"seed": 0, "histories_per_shard": 3}, "task_split": "train"}
