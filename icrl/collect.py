@@ -86,6 +86,19 @@ def make_plan(cfg: Config) -> CollectionPlan:
     return CollectionPlan(tasks, task_split, h // c.runs_per_task, h % c.runs_per_task, source, c.histories_per_shard)
 
 
+_PLAN: dict[str, CollectionPlan] = {}  # this process's plan, keyed by the config that made it
+
+
+def plan_of(cfg: Config) -> CollectionPlan:
+    """``make_plan(cfg)`` once per process: every block of a collection reuses it (a worker of the
+    process or Ray backend makes it on its first block)."""
+    key = json.dumps(to_dict(cfg), sort_keys=True)
+    if key not in _PLAN:
+        _PLAN.clear()
+        _PLAN[key] = make_plan(cfg)
+    return _PLAN[key]
+
+
 def collect_shard(cfg: Config, plan: CollectionPlan, b: int) -> HistoryBatch:
     """Run block ``b``: every source algorithm on its histories of the block, batched."""
     idx = plan.block(b)
@@ -118,7 +131,7 @@ def _block_stats(batch: HistoryBatch, n_sources: int) -> list[dict[str, np.ndarr
 def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, list]:
     """Collect block ``b`` and write it as its shard (runs in a worker process for ``process``)."""
     import_env_module(cfg)  # a fresh worker has not imported a user env family yet
-    batch = collect_shard(cfg, make_plan(cfg), b)
+    batch = collect_shard(cfg, plan_of(cfg), b)
     entry = DatasetWriter(out, meta).write_shard(b, batch)
     return b, entry, _block_stats(batch, len(cfg.collect.algorithms))
 
@@ -184,7 +197,7 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
         episode return of the histories collected in this call.
     """
     out = Path(out)
-    plan = make_plan(cfg)
+    plan = plan_of(cfg)
     meta = {"env_id": cfg.env.id, "env_kwargs": cfg.env.kwargs, "sources": list(cfg.collect.algorithms),
             "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect)}
     out.mkdir(parents=True, exist_ok=True)

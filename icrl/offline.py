@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from icrl import envs
 from icrl.checkpoint import load_model
 from icrl.collectors import child_seed_sequence, collect_block
 from icrl.collectors.bandit import empirical_means, gaussian_posterior
@@ -53,8 +54,6 @@ def evaluate_offline(cfg: Config, checkpoint: str | Path, out_dir: str | Path) -
     seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_OFFLINE,))
     data = collect_block(cfg.env.id, env_kwargs, "dpt_random", {}, tasks=tasks, task_index=np.arange(n_tasks),
                          run_index=np.zeros(n_tasks, np.int64), source_index=0, seed_seq=seq)
-    from icrl import envs
-
     dist = envs.task_distribution(cfg.env.id, **env_kwargs)
     means = dist.means(tasks)  # (N, K)
     gap = means.max(1, keepdims=True) - means  # (N, K) suboptimality of each arm
