@@ -24,6 +24,7 @@ from gymnasium.vector.utils import batch_space
 
 from .tasks import (
     BanditTaskDistribution,
+    check_vector_actions,
     require_choice,
     require_int,
     require_positive,
@@ -179,13 +180,7 @@ class BanditVectorEnv(VectorEnv):
         """Pull one arm in every env; ``actions`` is ``(num_envs,)`` integers."""
         if self._tasks is None:
             raise RuntimeError("step() called before reset(); call reset() first")
-        acts = np.asarray(actions)
-        if acts.shape != (self.num_envs,) or not np.issubdtype(acts.dtype, np.integer):
-            raise ValueError(
-                f"actions: expected ({self.num_envs},) integers, got {acts.dtype} {acts.shape}"
-            )
-        if acts.min() < 0 or acts.max() >= self.n_arms:
-            raise ValueError(f"actions: every action must be in [0, {self.n_arms})")
+        acts = check_vector_actions(actions, self.num_envs, self.n_arms)
         mu = self._means[np.arange(self.num_envs), acts]  # (N,)
         rewards = np.asarray(self._noise(mu, self.np_random), dtype=np.float64)  # (N,)
         regret = self._best - mu  # (N,)

@@ -27,7 +27,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, require_int, reset_tasks
+from .tasks import TaskDistribution, check_vector_actions, require_int, reset_tasks
 
 __all__ = [
     "MOVES",
@@ -419,13 +419,7 @@ class GridVectorEnv(VectorEnv):
         """Step every env; ``actions`` is ``(num_envs,)`` integers in ``[0, 5)``."""
         if self._tasks is None:
             raise RuntimeError("step() called before reset(); call reset() first")
-        acts = np.asarray(actions)
-        if acts.shape != (self.num_envs,) or not np.issubdtype(acts.dtype, np.integer):
-            raise ValueError(
-                f"actions: expected ({self.num_envs},) integers, got {acts.dtype} {acts.shape}"
-            )
-        if acts.min() < 0 or acts.max() >= N_ACTIONS:
-            raise ValueError(f"actions: every action must be in [0, {N_ACTIONS})")
+        acts = check_vector_actions(actions, self.num_envs, N_ACTIONS)
         obs, rewards, terminated = self.task_distribution.transition(
             self._tasks_int, self._obs, acts.astype(np.int64)
         )

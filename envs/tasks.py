@@ -353,3 +353,13 @@ def task_distribution(env_id: str, **env_kwargs: Any) -> TaskDistribution:
     dist = family.task_cls(**env_kwargs)
     dist.env_id = env_id
     return dist
+
+
+def check_vector_actions(actions: Any, num_envs: int, n_actions: int) -> np.ndarray:
+    """A vector env's ``(num_envs,)`` integer actions in ``[0, n_actions)``, or a ValueError."""
+    acts = np.asarray(actions)
+    if acts.shape != (num_envs,) or not np.issubdtype(acts.dtype, np.integer):
+        raise ValueError(f"actions: expected ({num_envs},) integers, got {acts.dtype} {acts.shape}")
+    if acts.min() < 0 or acts.max() >= n_actions:
+        raise ValueError(f"actions: every action must be in [0, {n_actions})")
+    return acts
