@@ -5,14 +5,18 @@
 - ``trainer.json``: step, RNG states (numpy bit-generator state, torch CPU state) as JSON,
 - ``optimizer.pt``: AdamW state, loaded with ``torch.load(..., weights_only=True)``.
 
-Files are written under temporary names and renamed, ``trainer.json`` last, so a kill mid-write
-leaves the previous checkpoint whole. A missing, truncated or corrupted file is a
-:class:`CheckpointError` with a message that names it.
+A new checkpoint is written whole into ``checkpoint.tmp/`` (``trainer.json`` last) and then swapped
+in: ``checkpoint`` -> ``checkpoint.old``, ``checkpoint.tmp`` -> ``checkpoint``, ``checkpoint.old``
+removed. Replacing the files one by one in place would let a kill leave new weights beside an old
+step and optimizer. A kill between the two renames leaves no ``checkpoint``;
+:func:`recover_checkpoint` (called before every load) restores the complete one of the two. A
+missing, truncated or corrupted file is a :class:`CheckpointError` with a message that names it.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +33,51 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and the fix."""
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
+def _fsync_write(path: Path, write: Any) -> None:
+    write(path)
+    with open(path, "rb+") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, final)
+
+
+def recover_checkpoint(directory: str | Path) -> None:
+    """Finish or undo a checkpoint swap cut short by a kill (see the module docstring).
+
+    Acts only when ``directory`` is missing, so a reader never disturbs a writer at work.
+    """
+    d = Path(directory)
+    tmp, old = d.with_name(d.name + ".tmp"), d.with_name(d.name + ".old")
+    if d.exists():
+        return
+    if (tmp / "trainer.json").exists():  # the new checkpoint was complete: finish the swap
+        os.replace(tmp, d)
+    elif old.exists():  # the new one was not: keep the previous
+        os.replace(old, d)
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, model_config: ModelConfig,
-                    optimizer: torch.optim.Optimizer | None = None, trainer_state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically file by file (``trainer.json`` last)."""
+                    optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]) -> Path:
+    """Write a whole new checkpoint folder and swap it in for the previous one (the only writer)."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(d / "model.safetensors.tmp"))
-    _replace(d / "model.safetensors.tmp", d / "model.safetensors")
-    (d / "model.json.tmp").write_text(json.dumps(model_config.to_dict(), indent=2))
-    _replace(d / "model.json.tmp", d / "model.json")
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), d / "optimizer.pt.tmp")
-        _replace(d / "optimizer.pt.tmp", d / "optimizer.pt")
-    if trainer_state is not None:
-        (d / "trainer.json.tmp").write_text(json.dumps(trainer_state))
-        _replace(d / "trainer.json.tmp", d / "trainer.json")
+    recover_checkpoint(d)
+    tmp, old = d.with_name(d.name + ".tmp"), d.with_name(d.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)  # a partial folder of a killed writer
+    shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _fsync_write(tmp / "model.safetensors", lambda p: save_model(model, str(p)))
+    _fsync_write(tmp / "model.json", lambda p: p.write_text(json.dumps(model_config.to_dict(), indent=2)))
+    _fsync_write(tmp / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    _fsync_write(tmp / "trainer.json", lambda p: p.write_text(json.dumps(trainer_state)))  # last: complete
+    if d.exists():
+        os.replace(d, old)
+    os.replace(tmp, d)
+    shutil.rmtree(old, ignore_errors=True)
     return d
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
     """Rebuild the model from ``model.json`` and load ``model.safetensors`` strictly."""
     d = Path(directory)
+    recover_checkpoint(d)
     if not d.is_dir():
         raise CheckpointError(f"--checkpoint: {d} is not a checkpoint folder (expected RUN/checkpoint)")
     try:

@@ -159,6 +159,10 @@ class Distributed:
         self.dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.dist.barrier()
+
     def close(self) -> None:
         if self.world > 1:
             self.dist.destroy_process_group()
@@ -300,8 +304,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps or stopping:
                 checkpoint()
             if stopping:
+                ddp.barrier()  # rank 0 finishes the checkpoint before any rank leaves
                 raise TrainingInterrupted(f"stopped by signal {stop.signal or 'on another rank'} after step {step}; "
                                           f"checkpoint written to {ckpt}; continue with --resume")
+        ddp.barrier()  # no rank leaves the group while rank 0 still writes the last checkpoint
     finally:
         stop.restore()
         bar.close()

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from icrl.checkpoint import recover_checkpoint
+
 TRAIN = ["train", "--quiet", "env.kwargs.n_arms=3", "env.kwargs.horizon=30", "model.n_layer=1", "model.n_head=2",
          "model.n_embd=16", "data.source=stream", "collect.algorithms=dpt_random", "train.batch_size=8",
          "train.warmup_steps=5", "train.log_every=1", "train.checkpoint_every=10"]
@@ -48,11 +50,27 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
         time.sleep(rng.uniform(0.0, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        recover_checkpoint(run / "checkpoint")  # the kill may land between the two renames of a swap
         done = json.loads((run / "checkpoint/trainer.json").read_text())["step"]
         assert 10 <= done < 300, "the kill should land mid-run"
         subprocess.run(_cmd(run, 300, "--resume"), check=True, capture_output=True)
         assert _same(_weights(run), _weights(ref))
         assert _losses(run) == _losses(ref)
+
+
+def test_a_swap_cut_short_is_recovered(tmp_path):
+    d, tmp, old = tmp_path / "checkpoint", tmp_path / "checkpoint.tmp", tmp_path / "checkpoint.old"
+    tmp.mkdir()
+    (tmp / "trainer.json").write_text('{"step": 20}')  # new folder complete, not yet renamed
+    old.mkdir()
+    (old / "trainer.json").write_text('{"step": 10}')
+    recover_checkpoint(d)
+    assert json.loads((d / "trainer.json").read_text())["step"] == 20
+    d.rename(tmp_path / "gone")
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_bytes(b"partial")  # new folder incomplete: keep the previous
+    recover_checkpoint(d)
+    assert json.loads((d / "trainer.json").read_text())["step"] == 10
 
 
 @pytest.mark.slow
