@@ -29,6 +29,7 @@ class Tracker:
         self.wandb: Any = None
         if not enabled:
             return
+        self._drop_partial_line()
         if cfg.wandb.enabled:
             import wandb
 
@@ -42,6 +43,15 @@ class Tracker:
             for ns, step in (("train", "train/step"), ("time", "train/step"), ("eval", "eval/step")):
                 self.wandb.define_metric(step)
                 self.wandb.define_metric(f"{ns}/*", step_metric=step)
+
+    def _drop_partial_line(self) -> None:
+        """A run killed mid-write leaves half a row at the end; a resumed run must not append to it."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one row of namespaced metrics."""

@@ -45,3 +45,11 @@ def test_mode_is_passed_only_when_the_config_sets_it(tmp_path, monkeypatch):
     Tracker(tmp_path, load_config(None, ["wandb.enabled=true"]), "train").close()
     Tracker(tmp_path, load_config(None, ["wandb.enabled=true", "wandb.mode=disabled"]), "eval").close()
     assert "mode" not in seen[0] and seen[1]["mode"] == "disabled"
+
+
+def test_a_half_written_row_of_a_killed_run_is_dropped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"train/step": 1}\n{"train/st')
+    t = Tracker(tmp_path, load_config(), "train")
+    t.log({"train/step": 2})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [{"train/step": 1}, {"train/step": 2}]
