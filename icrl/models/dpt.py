@@ -9,6 +9,11 @@ j = 0..n (DPT's pretraining loss sums over every prefix; j = 0 is the prior) in 
 n context tokens followed by the n + 1 readouts under a block mask. Readout j has RoPE position j,
 i.e. right after the last transition it sees, exactly where an online readout sits.
 
+With ``config.window = K`` attention is a sliding window (DESIGN §7, as for AD): a context token
+sees itself and the K - 1 transitions before it, readout j sees transitions j - K .. j - 1. Online,
+the context then lives in a ring of K cached transitions, so a rollout of any number of MDP
+episodes keeps its last K transitions in context at one token per step.
+
 All tokens share one Linear over the features
 ``[one-hot(s) | one-hot(a) | r | one-hot(s') | readout flag | r * one-hot(a)]``; a readout fills
 only ``s`` (with the query) and the flag.
@@ -22,10 +27,11 @@ import torch.nn as nn
 from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights, obs_index, onehot_features
 
 
-def readout_mask(n: int, prefixes: torch.Tensor | None = None) -> torch.Tensor:
+def readout_mask(n: int, prefixes: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
     """(n+J, n+J) bool mask: n causal context tokens, then J readouts, readout i seeing context < prefixes[i] and self.
 
-    ``prefixes`` defaults to 0..n (J = n+1, a readout after every prefix).
+    ``prefixes`` defaults to 0..n (J = n+1, a readout after every prefix). With ``window = K`` a
+    context token sees only the K - 1 tokens before it, and readout i only context >= prefixes[i] - K.
     """
     prefixes = torch.arange(n + 1) if prefixes is None else prefixes.cpu()
     L = n + len(prefixes)
@@ -35,6 +41,9 @@ def readout_mask(n: int, prefixes: torch.Tensor | None = None) -> torch.Tensor:
     causal_ctx = ctx_row & ctx_col & (col <= row)  # (L, L) context sees its causal prefix
     row_prefix = torch.cat((torch.zeros(n, dtype=torch.long), prefixes))[:, None]  # (L, 1) prefix length per readout row
     prefix = ~ctx_row & ctx_col & (col < row_prefix)  # (L, L) readout i sees context < prefixes[i]
+    if window is not None:
+        causal_ctx &= col > row - window  # (L, L) the last K context tokens, self included
+        prefix &= col >= row_prefix - window  # (L, L) the K transitions before the readout
     return causal_ctx | prefix | (row == col)  # (L, L) every token sees itself
 
 
@@ -132,19 +141,24 @@ class DPTModel(nn.Module):
             dim=1,
         )  # (B, n+J, F)
         x = self.embed(feats)  # (B, n+J, C)
-        # Context rows are plain causal (a fused kernel); only the readout rows need the block mask.
+        # Readout i sits at RoPE position prefixes[i], right after the context it sees.
+        readout_pos = torch.arange(n + 1) if prefixes is None else prefixes.cpu()  # (J,)
+        positions = torch.cat((torch.arange(n), readout_pos)).to(x.device)  # (n+J,)
+        K = self.config.window if self.config.window is not None and self.config.window < n else None
+        # Without a window the context rows are plain causal (a fused kernel) and only the readout
+        # rows need the block mask; a sliding window needs the banded mask on every row.
+        rows = slice(n, None) if K is None else slice(None)
         if prefixes is None:
-            positions = torch.cat((torch.arange(n), torch.arange(n + 1))).to(x.device)  # (n+J,)
-            mask = self._masks.get(("readout", n), x.device, lambda: readout_mask(n)[n:])  # (J, n+J)
-        else:  # readout i sits at RoPE position prefixes[i], right after the context it sees
-            positions = torch.cat((torch.arange(n, device=x.device), prefixes.to(x.device)))  # (n+J,)
-            mask = readout_mask(n, prefixes)[n:].to(x.device)  # (J, n+J)
-        h = self.backbone(x, positions, mask=mask, n_causal=n)  # (B, n+J, C)
+            mask = self._masks.get(("readout", n, K), x.device, lambda: readout_mask(n, window=K)[rows])  # (J or n+J, n+J)
+        else:
+            mask = readout_mask(n, prefixes, K)[rows].to(x.device)  # (J or n+J, n+J)
+        h = self.backbone(x, positions, mask=mask, n_causal=n if K is None else 0)  # (B, n+J, C)
         return self.head(h[:, n:])  # (B, J, A)
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:
-        """An empty context cache of ``block_size`` transitions for one batched rollout.
+        """An empty context cache for one batched rollout: a ring of ``window`` transitions, or
+        ``block_size`` transitions without a window.
 
         Args:
             batch_size: number of parallel rollouts B.
@@ -152,7 +166,8 @@ class DPTModel(nn.Module):
             dtype: defaults to the model's parameter dtype (pass bfloat16 under autocast).
         """
         w = self.embed.weight
-        return KVCache(self.config, batch_size, ring=False, device=device or w.device, dtype=dtype or w.dtype)
+        return KVCache(self.config, batch_size, ring=self.config.window is not None,
+                       device=device or w.device, dtype=dtype or w.dtype)
 
     @torch.no_grad()
     def append(self, cache: KVCache, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
@@ -164,7 +179,7 @@ class DPTModel(nn.Module):
             obs: (B, k) integer states; action: (B,) int64; reward: (B,) float; next_obs: (B, k).
 
         Raises:
-            ValueError: when the cache already holds ``block_size`` transitions.
+            ValueError: when a linear cache already holds ``block_size`` transitions.
         """
         feats = self.context_features(obs[:, None], action[:, None], reward[:, None], next_obs[:, None])  # (B, 1, F)
         x = self.embed(feats)  # (B, 1, C)

@@ -34,7 +34,7 @@ class ModelConfig:
     n_embd: int = 64  # residual stream width; n_embd / n_head must be even (RoPE rotates pairs)
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     block_size: int = 256  # max tokens a pass or cache holds: AD = training length, DPT = max context n
-    window: int | None = None  # AD only: attention window K in steps (banded causal mask); None = full causal
+    window: int | None = None  # attention window K in context tokens (banded causal mask); None = full causal
     bias: bool = True  # biases in Linear layers and LayerNorms
     rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
 
@@ -61,11 +61,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.block_size < 1:
             raise ValueError(f"ModelConfig.block_size must be >= 1, got {self.block_size}")
-        if self.window is not None:
-            if self.kind != "ad":
-                raise ValueError("ModelConfig.window is only for kind='ad'; set window=None for DPT")
-            if self.window < 1:
-                raise ValueError(f"ModelConfig.window must be >= 1 or None, got {self.window}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"ModelConfig.window must be >= 1 or None, got {self.window}")
 
     @property
     def obs_dim(self) -> int:
@@ -189,17 +186,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class KVCache:
     """Preallocated keys and values of every layer for incremental decoding.
 
-    ``ring=True`` (AD with a window K): ``n_slots = K`` and the token at position p lives in
-    slot ``p % K``. Keys are rotated with their absolute position *before* they are cached, and
+    ``ring=True`` (a model with a window K): K context slots, the token at position p in slot
+    ``p % K``. Keys are rotated with their absolute position *before* they are cached, and
     softmax attention does not depend on key order, so attending over the ring equals the
-    banded-mask attention of the full pass. ``ring=False`` (DPT, or AD without a window): a linear
-    buffer of ``capacity`` tokens plus one scratch slot where a DPT readout token sits while it
-    attends to the prefix; the scratch slot is never counted as context.
+    banded-mask attention of the full pass. ``ring=False`` (no window): a linear buffer of
+    ``capacity`` tokens. A DPT cache keeps one scratch slot after the context slots where a readout
+    token sits while it attends to the context; the scratch slot is never counted as context.
 
     Attributes:
         k, v: (n_layer, B, nh, n_slots, hs) buffers, written in place.
         pos: number of tokens appended so far (the next token's absolute position).
         capacity: most tokens the cache can hold (``None`` for a ring, which never fills).
+        window: context slots of a ring (``None`` for a linear cache).
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, *, ring: bool, device: torch.device | str,
@@ -208,9 +206,10 @@ class KVCache:
         self.ring = ring
         if ring:
             assert config.window is not None
-            n_slots, self.capacity = config.window, None
+            self.window, self.capacity = config.window, None
         else:
-            n_slots, self.capacity = config.block_size + 1, config.block_size
+            self.window, self.capacity = None, config.block_size
+        n_slots = (self.window or self.capacity) + (config.kind == "dpt")  # context slots [+ readout scratch]
         shape = (config.n_layer, batch_size, config.n_head, n_slots, hs)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
         self.v = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
@@ -225,7 +224,7 @@ class KVCache:
     @property
     def n_valid(self) -> int:
         """Cached context tokens the next query may attend to (a prefix of the slots)."""
-        return min(self.pos, self.n_slots)
+        return min(self.pos, self.window) if self.ring else self.pos
 
 
 class CausalSelfAttention(nn.Module):
@@ -370,8 +369,9 @@ class Transformer(nn.Module):
         Args:
             x: (B, 1, C) embedding of the new token.
             cache: the model call's cache; ``cache.pos`` advances by one if ``commit``.
-            commit: False for a DPT readout: the token attends to the prefix and to itself from
-                the scratch slot and leaves the cached context unchanged.
+            commit: False for a DPT readout: the token attends to the cached context and to itself
+                and leaves the context unchanged. It sits in the slot the next context token will
+                overwrite, or, once a ring is full, in the scratch slot after the ring.
 
         Returns:
             (B, 1, C) final hidden state of the token.
@@ -380,15 +380,18 @@ class Transformer(nn.Module):
         if x.shape[0] != cache.batch_size:
             raise ValueError(f"batch of {x.shape[0]} tokens for a cache built for batch_size={cache.batch_size}")
         if cache.ring:
-            if not commit:
-                raise ValueError("a ring cache cannot hold an uncommitted token; readouts need ring=False")
-            slot, n_keys = pos % cache.n_slots, min(pos + 1, cache.n_slots)
+            K = cache.window
+            if commit:
+                slot, n_keys = pos % K, min(pos + 1, K)
+            else:  # the K context slots are a prefix of the buffer, the scratch slot K comes right after
+                slot = min(pos, K)
+                n_keys = slot + 1
         else:
             limit = cache.capacity if commit else cache.capacity + 1  # readout may use the scratch slot
             if pos + 1 > limit:
                 raise ValueError(
                     f"cache is full: {cache.pos} tokens reached block_size={cache.capacity}; build the model "
-                    f"with a larger block_size (or, for AD, set a window K to decode with a rolling cache)"
+                    f"with a larger block_size (or set a window K to decode with a rolling cache)"
                 )
             slot, n_keys = pos, pos + 1
         positions = torch.tensor([pos], dtype=torch.long, device=x.device)  # (1,)
