@@ -97,7 +97,8 @@ class ModelSection:
     n_head: int = _f(4, "attention heads", min=1)
     n_embd: int = _f(64, "width of the residual stream (a multiple of n_head)", min=8)
     dropout: float = _f(0.0, "dropout probability", min=0.0, max=0.9)
-    window: int = _f(0, "AD: attention window K in steps (banded causal mask); 0 = full causal", min=0)
+    window: int = _f(0, "attention window K in steps (banded causal mask; AD tokens, DPT context): a rollout "
+                     "of any length then runs on a ring cache of K steps; 0 = full causal", min=0)
     rope: bool = _f(True, "RoPE relative positions; false = no positional encoding (a DPT bandit context is a set)")
     block_size: int = _f(0, "max tokens of context (AD: train.seq_len; DPT: context length); 0 = derived", min=0)
 
@@ -143,6 +144,8 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
     log_every: int = _f(50, "steps between metric lines", min=1)
     checkpoint_every: int = _f(500, "steps between checkpoints (one is always written at the end)", min=1)
+    eval_every: int = _f(0, "steps between online probes of the model alone on the eval tasks (eval/final, "
+                         "eval/mean_over_curve against time/train_s in metrics.jsonl); 0 = off", min=0)
     device: str = _f("auto", "auto (cuda if present), cpu or cuda", choices=["auto", "cpu", "cuda"])
     threads: int = _f(0, "torch CPU threads; 0 = torch's default", min=0)
 
@@ -156,6 +159,8 @@ class EvalConfig:
     env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...)")
     baselines: list[str] = _f([], "baseline methods; empty = every one that fits the env")
     episodes: int = _f(1, "in-context episodes per task (bandits: 1 = the horizon)", min=1)
+    rollouts: int = _f(1, "independent rollouts per eval task (a finite family has few held-out tasks: Dark Room 8)",
+                       min=1)
     greedy: bool = _f(False, "take the model's argmax instead of sampling from its softmax")
     offline_sizes: list[int] = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
 
@@ -177,6 +182,8 @@ class Config:
 
     name: str = _f("experiment", "run name; outputs go to runs/<name>/ unless --out is given")
     seed: int = _f(0, "master seed; the same seed gives byte-identical data", min=0)
+    seeds: list[int] = _f([], "icrl run: one whole run per training seed into RUN/seed-<s>/ and RUN/results.json "
+                          "aggregating them (empty: one run with `seed`)")
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "environment"})
     collect: CollectConfig = field(default_factory=CollectConfig, metadata={"help": "collection"})
     model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model"})
@@ -318,12 +325,41 @@ def _set_path(data: dict, path: list[str], value: str) -> None:
     data[path[-1]] = value
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_preset(p: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A YAML preset as a mapping; ``base: other.yaml`` (relative to the preset) is read first and
+    extended, so a variant states only what it changes."""
+    if p.resolve() in chain:
+        raise ConfigError(f"--config: {p} is its own base (through {' -> '.join(str(c) for c in chain)})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {p}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config: {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {p} must hold a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"base: expected a YAML file name, got {base!r}")
+    return _merge(_read_preset(p.parent / base, (*chain, p.resolve())), data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 cls: type = Config) -> Any:
     """Load a config: defaults <- YAML file <- ``key.sub=value`` overrides, strictly validated.
 
     Args:
-        path: a YAML preset, or None for the defaults.
+        path: a YAML preset, or None for the defaults; a preset may extend another with ``base: FILE``.
         overrides: ``key.sub=value`` strings; values are converted to the field's type.
         cls: the root dataclass.
 
@@ -331,17 +367,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         ConfigError: one line naming the key: unknown key (closest valid key suggested), wrong
             type, out-of-range value, unreadable file.
     """
-    data: Any = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"--config: cannot read {p}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config: {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--config: {p} must hold a mapping of sections, got {type(data).__name__}")
+    data: Any = _read_preset(Path(path)) if path is not None else {}
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"{item}: overrides are key.sub=value")
@@ -386,6 +412,8 @@ def validate_env(cfg: Config) -> None:
     if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
         raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")
+    if any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: must be distinct non-negative integers, got {cfg.seeds}")
 
 
 def import_env_module(cfg: Config) -> None:

@@ -101,13 +101,16 @@ def default_baselines(dist: Any) -> list[str]:
 
 
 def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
-    """The unseen tasks: a finite family's test split, else fresh draws from the eval prior."""
+    """The unseen tasks, each repeated ``eval.rollouts`` times: a finite family's test split, else
+    fresh draws from the eval prior."""
     dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
     split = dist.split()
     if split is not None:
-        return split[1], "test"
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_TASKS,)))
-    return dist.sample(cfg.eval.n_tasks, rng), "sampled"
+        tasks, name = split[1], "test"
+    else:
+        rng = np.random.default_rng(np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_TASKS,)))
+        tasks, name = dist.sample(cfg.eval.n_tasks, rng), "sampled"
+    return np.repeat(tasks, cfg.eval.rollouts, axis=0), name
 
 
 def curve_of(batch: HistoryBatch, metric: str, n: int) -> np.ndarray:
@@ -142,6 +145,62 @@ def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedS
     return curve
 
 
+def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str,
+                 model: torch.nn.Module | None = None) -> np.ndarray:
+    """(N, L) curve of one method (a baseline name, or "ad"/"dpt" for ``model``) on ``tasks``."""
+    if method == "source":
+        return source_curve(cfg, dist, tasks, seq, metric)
+    n = len(tasks)
+    rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
+    if method in ("ad", "dpt"):
+        policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy)
+    elif method == "oracle":
+        policy = OraclePolicy(n, dist, rng, tasks)
+    else:
+        try:
+            policy = make_policy(method, n, dist, rng, **cfg.collect.algorithm_params())
+        except ValueError as e:
+            raise ConfigError(f"eval.baselines: {method}: {e}") from None
+    batch = run_policy(cfg.env.id, cfg.eval_env_kwargs(), policy, tasks, seq, episodes=cfg.eval.episodes)
+    return curve_of(batch, metric, n)
+
+
+def metric_of(dist: Any) -> str:
+    """Bandits report the cumulative regret per step, MDPs the return per episode."""
+    return "cumulative_regret" if hasattr(dist, "means") else "episode_return"
+
+
+def check_model_fits(cfg: Config, mcfg: Any, dist: Any) -> None:
+    """ConfigError unless the model's obs/actions match the eval env and its context holds the rollout."""
+    spec = EnvSpec.of(cfg.env.id, cfg.eval_env_kwargs())
+    if (spec.obs_sizes, spec.n_actions) != (mcfg.obs_sizes, mcfg.n_actions):
+        raise ConfigError(f"--checkpoint: the model was built for obs {mcfg.obs_sizes} and {mcfg.n_actions} actions, "
+                          f"but {cfg.env.id} with these kwargs has obs {spec.obs_sizes} and {spec.n_actions} actions")
+    steps = dist.horizon * cfg.eval.episodes if hasattr(dist, "horizon") else None
+    if mcfg.window is None and steps is not None and steps > mcfg.block_size:
+        raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context {mcfg.kind.upper()} "
+                          f"model's block_size is {mcfg.block_size}; train with model.window for rollouts of any length")
+
+
+def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
+    """The model alone online on the eval tasks, as ``icrl eval`` runs it (used during training to
+    record quality against training time).
+
+    Returns:
+        ``eval/final`` and ``eval/mean_over_curve`` of the mean curve (return or cumulative regret).
+    """
+    dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
+    tasks, _ = eval_tasks(cfg)
+    was_training = model.training
+    model.eval()
+    try:
+        seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
+        curve = method_curve(cfg, model.config.kind, dist, tasks, seq, metric_of(dist), model).mean(0)  # (L,)
+    finally:
+        model.train(was_training)
+    return {"eval/final": float(curve[-1]), "eval/mean_over_curve": float(curve.mean())}
+
+
 def summarise(curves: dict[str, np.ndarray]) -> tuple[dict, dict]:
     """Mean and standard error over tasks of every method's curve, and its summary."""
     out, summary = {}, {}
@@ -167,51 +226,63 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
     dist = envs.task_distribution(cfg.env.id, **env_kwargs)
     tasks, split = eval_tasks(cfg)
     n = len(tasks)
-    bandit = hasattr(dist, "means")
-    metric = "cumulative_regret" if bandit else "episode_return"
+    metric = metric_of(dist)
     model = None
     if checkpoint is not None:
         model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
-        spec = EnvSpec.of(cfg.env.id, env_kwargs)
-        if (spec.obs_sizes, spec.n_actions) != (mcfg.obs_sizes, mcfg.n_actions):
-            raise ConfigError(f"--checkpoint: the model was built for obs {mcfg.obs_sizes} and {mcfg.n_actions} actions, "
-                              f"but {cfg.env.id} with these kwargs has obs {spec.obs_sizes} and {spec.n_actions} actions")
-        steps = dist.horizon * cfg.eval.episodes if hasattr(dist, "horizon") else None
-        if mcfg.kind == "dpt" and steps is not None and steps > mcfg.block_size:
-            raise ConfigError(f"eval.episodes: the rollout holds {steps} transitions but the DPT model's block_size is "
-                              f"{mcfg.block_size}; shorten the eval horizon or train with a longer context")
-        if mcfg.kind == "ad" and mcfg.window is None and steps is not None and steps > mcfg.block_size:
-            raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context AD model's block_size "
-                              f"is {mcfg.block_size}; train with model.window for rollouts of any length")
+        check_model_fits(cfg, mcfg, dist)
     methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(dist))
     if model is not None and mcfg.kind == "ad" and "source" not in methods:
         methods.append("source")  # AD imitates its source: compare with it on the same tasks
     seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
-    curves = {}
-    for method in tqdm(methods, desc="eval", unit="method", disable=not progress):
-        if method == "source":
-            curves[method] = source_curve(cfg, dist, tasks, seq, metric)
-            continue
-        rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
-        if method in ("ad", "dpt"):
-            policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy)
-        elif method == "oracle":
-            policy = OraclePolicy(n, dist, rng, tasks)
-        else:
-            try:
-                policy = make_policy(method, n, dist, rng, **cfg.collect.algorithm_params())
-            except ValueError as e:
-                raise ConfigError(f"eval.baselines: {method}: {e}") from None
-        batch = run_policy(cfg.env.id, env_kwargs, policy, tasks, seq, episodes=cfg.eval.episodes)
-        curves[method] = curve_of(batch, metric, n)
+    curves = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
+              for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
     mean_curves, summary = summarise(curves)
-    results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split, "n_tasks": n,
-               "n_rollouts_per_task": 1, "metric": metric, "x": "step" if bandit else "episode",
+    results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split,
+               "n_tasks": n // cfg.eval.rollouts, "n_rollouts_per_task": cfg.eval.rollouts, "metric": metric, "x": "step" if metric == "cumulative_regret" else "episode",
                "curves": mean_curves, "summary": summary,
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
                "seed": cfg.seed, "wall_seconds": time.perf_counter() - start}
     out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "curves.npz", **curves)  # every rollout's curve, for aggregating seeds
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def training_probes(run_dir: str | Path) -> list[dict[str, float]]:
+    """The ``train.eval_every`` probes of a run's metrics.jsonl: step, training seconds, final, mean."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [{"step": r["train/step"], "train_s": r["time/train_s"], "final": r["eval/final"],
+             "mean_over_curve": r["eval/mean_over_curve"]} for r in rows if "eval/final" in r]
+
+
+def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], out_dir: str | Path) -> dict[str, Any]:
+    """One ``results.json`` over the runs of several training seeds (their ``curves.npz``).
+
+    A method's rollouts are pooled over the seeds (the model: seeds x tasks x rollouts rows, so
+    the stderr covers training seeds and tasks); a baseline whose curves are identical in every run
+    (same eval tasks and random numbers) counts once. ``per_seed`` keeps each seed's summary, wall
+    time (collect + train + eval) and the probes of ``train.eval_every`` (quality against training
+    time); ``wall_seconds`` is the sum of the wall times.
+    """
+    runs = [json.loads((Path(d) / "results.json").read_text()) for d in run_dirs]
+    arrays = [dict(np.load(Path(d) / "curves.npz")) for d in run_dirs]
+    curves = {}
+    for m in arrays[0]:
+        rows = [a[m] for a in arrays]
+        same = all(np.array_equal(r, rows[0]) for r in rows[1:])
+        curves[m] = rows[0] if same else np.concatenate(rows)
+    mean_curves, summary = summarise(curves)
+    results = {**runs[0], "curves": mean_curves, "summary": summary, "seeds": list(seeds),
+               "per_seed": {str(s): {"summary": r["summary"], "wall_seconds": w, "probes": training_probes(d)}
+                            for s, r, w, d in zip(seeds, runs, walls, run_dirs)},
+               "checkpoint": None, "wall_seconds": float(sum(walls))}
+    results["config"] = {**results["config"], "seed": seeds[0], "seeds": list(seeds)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "curves.npz", **curves)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 

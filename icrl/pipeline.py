@@ -1,11 +1,13 @@
 """The whole experiment as one function: collect (or stream) -> train -> eval (DESIGN §1)."""
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 from icrl.config import Config
-from icrl.evaluation import evaluate
+from icrl.evaluation import aggregate_seeds, evaluate
 from icrl.plots import plot_results
 from icrl.tracking import Tracker
 
@@ -21,20 +23,37 @@ def evaluate_and_plot(cfg: Config, checkpoint: str | Path | None, out_dir: str |
         from icrl.offline import evaluate_offline
 
         evaluate_offline(cfg, checkpoint, out_dir)
+    return results, plot_and_track(cfg, results, out_dir)
+
+
+def plot_and_track(cfg: Config, results: dict[str, Any], out_dir: str | Path) -> Path:
+    """The PNG of ``results`` next to its ``results.json``, and the eval metrics tracked."""
     name = "regret.png" if results["metric"] == "cumulative_regret" else "return.png"
     plot = plot_results(results, Path(out_dir) / name)
     tracker = Tracker(out_dir, cfg, "eval")
     tracker.log_eval(results, plot)
     tracker.close()
-    return results, plot
+    return plot
 
 
 def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> tuple[dict[str, Any], Path]:
-    """Collect into ``RUN/data`` (unless streamed or given), train, evaluate; returns (results, plot)."""
+    """Collect into ``RUN/data`` (unless streamed or given), train, evaluate; returns (results, plot).
+
+    With ``cfg.seeds`` every seed makes a whole run of its own in ``RUN/seed-<s>/`` (its data, its
+    model) and ``RUN/results.json`` aggregates them (``aggregate_seeds``).
+    """
     from icrl.collect import collect
     from icrl.training import train
 
     run_dir = Path(run_dir)
+    if cfg.seeds:
+        walls = []
+        for s in cfg.seeds:
+            start = time.perf_counter()
+            run(dataclasses.replace(cfg, seed=s, seeds=[]), run_dir / f"seed-{s}", progress=progress)
+            walls.append(time.perf_counter() - start)
+        results = aggregate_seeds([run_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds, walls, run_dir)
+        return results, plot_and_track(cfg, results, run_dir)
     if cfg.data.source == "dataset" and not cfg.data.dataset:
         collect(cfg, run_dir / "data", progress=progress)
     checkpoint = train(cfg, run_dir, progress=progress)

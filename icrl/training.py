@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
+from icrl import envs
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
+from icrl.evaluation import check_model_fits, probe
 from icrl.histories import HistoryStore
 from icrl.integrity import verify
 from icrl.models import make_model as build_model
@@ -102,7 +104,7 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
         raise ConfigError(f"model.block_size: {block} is shorter than the training context of {length} steps")
     return ModelConfig(kind=m.kind, obs_sizes=spec.obs_sizes, n_actions=spec.n_actions, n_layer=m.n_layer,
                        n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
-                       window=(m.window or None) if m.kind == "ad" else None, rope=m.rope)
+                       window=m.window or None, rope=m.rope)
 
 
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -253,6 +255,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         step = state["step"]
         rng.bit_generator.state = state["numpy_rng"][ddp.rank]
         torch.set_rng_state(torch.tensor(state["torch_rng"][ddp.rank], dtype=torch.uint8))
+    if cfg.train.eval_every:  # fail now, not at the first probe
+        check_model_fits(cfg, mcfg, envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs()))
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
@@ -300,6 +304,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                              "time/elapsed_s": now - t0})
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 window_t, window_loss = now, []
+            if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and ddp.master:
+                t_probe = time.perf_counter()
+                scores = probe(cfg, model)
+                tracker.log({"train/step": step, **scores, "time/train_s": t_probe - t0})
+                spent = time.perf_counter() - t_probe  # the training clock excludes the probes
+                t0, window_t = t0 + spent, window_t + spent
             stopping = ddp.any(stop.requested)
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps or stopping:
                 checkpoint()

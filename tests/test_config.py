@@ -15,6 +15,31 @@ def test_every_preset_loads_and_sets_no_wandb_mode(path):
     assert cfg.wandb.mode == ""  # presets never set a wandb mode (DESIGN §8)
 
 
+def test_a_preset_extends_its_base(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nseed: 4\ncollect: {n_tasks: 9, algorithms: [ucb]}\n"
+                                      "env: {kwargs: {n_arms: 3, horizon: 7}}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\ncollect: {algorithms: [thompson]}\n"
+                                      "env: {kwargs: {horizon: 11}}\n")
+    cfg = load_config(tmp_path / "b.yaml", ["collect.n_tasks=5"])
+    assert (cfg.name, cfg.seed, cfg.collect.algorithms, cfg.collect.n_tasks) == ("b", 4, ["thompson"], 5)
+    assert cfg.env.kwargs == {"n_arms": 3, "horizon": 11}  # mappings merge key by key
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="its own base"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="cannot read .*missing.yaml"):
+        load_config(tmp_path / "e.yaml")
+
+
+def test_darkroom_variants_change_only_what_they_name():
+    root = Path(__file__).parent.parent / "configs"
+    clean, noisy, lhf = (load_config(root / f"darkroom_ad{s}.yaml") for s in ("", "_noisy", "_noisy_lhf"))
+    assert noisy.collect.fractions == [0.7, 0.3] and noisy.collect.algorithms == ["ppo", "random"]
+    assert lhf.filter.enabled and not noisy.filter.enabled
+    assert (clean.model, clean.train, clean.eval, clean.seeds) == (lhf.model, lhf.train, lhf.eval, lhf.seeds)
+
+
 def test_overrides_convert_to_field_types():
     cfg = load_config(None, ["collect.n_tasks=7", "collect.ucb_c=2e-1", "env.kwargs.sigma=0.5",
                              "collect.algorithms=ucb,thompson", "wandb.enabled=true", "seed=3"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from icrl.config import load_config
-from icrl.evaluation import evaluate, format_table, softmax_sample, summarise
+from icrl.evaluation import aggregate_seeds, evaluate, format_table, softmax_sample, summarise
 
 
 def test_softmax_sample_matches_probabilities_and_greedy_is_argmax():
@@ -55,3 +55,31 @@ def test_offline_baseline_choices_on_a_hand_built_table():
     c = offline_choices(counts, sums, cfg, sigma=0.3, rng=np.random.default_rng(0))
     assert c["emp"].tolist() == [0] and c["lcb"].tolist() == [1]
     assert c["thompson"][0] in (0, 1, 2)
+
+
+def test_rollouts_repeat_each_held_out_task(tmp_path):
+    cfg = load_config(None, ["env.id=icrl/DarkRoom-v0", "collect.algorithms=random", "eval.episodes=2", "eval.rollouts=3", "eval.baselines=random,oracle"])
+    r = evaluate(cfg, None, tmp_path, progress=False)
+    assert (r["task_split"], r["n_tasks"], r["n_rollouts_per_task"], r["x"]) == ("test", 8, 3, "episode")
+    curves = np.load(tmp_path / "curves.npz")
+    assert curves["random"].shape == (24, 2)  # 8 held-out goals x 3 rollouts, 2 episodes
+    assert r["summary"]["oracle"]["final"] == pytest.approx(17.25)  # the published held-out oracle mean
+    per_goal = curves["random"].reshape(8, 3, 2)  # np.repeat keeps a goal's rollouts together
+    assert any(len({tuple(r) for r in g}) > 1 for g in per_goal)  # rollouts of one goal draw other actions
+
+
+def test_aggregate_seeds_pools_the_model_and_counts_identical_baselines_once(tmp_path):
+    base = {"schema": "icrl.results/v1", "metric": "episode_return", "x": "episode", "config": {"seed": 0}, "seed": 0}
+    model = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[5.0, 6.0], [7.0, 8.0]])]
+    oracle = np.array([[9.0, 9.0], [9.0, 9.0]])
+    for s, m in zip((0, 1), model):
+        d = tmp_path / f"seed-{s}"
+        d.mkdir()
+        np.savez(d / "curves.npz", ad=m, oracle=oracle)
+        (d / "results.json").write_text(__import__("json").dumps({**base, "summary": summarise({"ad": m})[1]}))
+    r = aggregate_seeds([tmp_path / "seed-0", tmp_path / "seed-1"], [0, 1], [10.0, 20.0], tmp_path)
+    assert r["curves"]["ad"]["mean"] == [4.0, 5.0]  # over all 4 rows
+    assert r["curves"]["ad"]["stderr"][0] == pytest.approx(np.std([1, 3, 5, 7], ddof=1) / 2)
+    assert r["curves"]["oracle"]["stderr"] == [0.0, 0.0] and np.load(tmp_path / "curves.npz")["oracle"].shape == (2, 2)
+    assert r["seeds"] == [0, 1] and r["wall_seconds"] == 30.0
+    assert r["per_seed"]["1"]["summary"]["ad"]["final"] == 7.0 and r["per_seed"]["1"]["wall_seconds"] == 20.0

@@ -50,6 +50,33 @@ def test_ad_collect_train_eval_commands(tmp_path, capsys):
     assert "ad" in results["curves"]
 
 
+def test_windowed_dpt_on_dark_room_over_seeds(tmp_path, capsys):
+    """DPT with a sliding window runs 4 Dark Room episodes (80 steps) on a 16-transition context,
+    probes itself during training, and two training seeds aggregate into one results.json."""
+    out = tmp_path / "run"
+    code = main(["run", "--quiet", "--out", str(out), "env.id=icrl/DarkRoom-v0", "collect.algorithms=ppo",
+                 "collect.n_tasks=4", "collect.episodes=3", "collect.histories_per_shard=4", *TINY_MODEL,
+                 "model.kind=dpt", "model.window=8", "data.context_len=16", "data.readouts=4", "train.steps=4",
+                 "train.batch_size=4", "train.warmup_steps=1", "train.eval_every=2", "eval.episodes=4",
+                 "eval.rollouts=2", "eval.baselines=random,oracle", "seeds=0,1"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, SCHEMA)
+    assert results["seeds"] == [0, 1] and set(results["per_seed"]) == {"0", "1"}
+    assert (results["task_split"], results["x"], results["n_tasks"], results["n_rollouts_per_task"]) == ("test", "episode", 8, 2)
+    assert all(len(c["mean"]) == 4 for c in results["curves"].values())
+    curves = np.load(out / "curves.npz")
+    assert curves["dpt"].shape == (2 * 16, 4) and curves["oracle"].shape == (16, 4)
+    assert (out / "return.png").exists()
+    for s in (0, 1):
+        assert (out / f"seed-{s}" / "checkpoint" / "model.safetensors").exists()
+        rows = [json.loads(line) for line in (out / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()]
+        probes = [r for r in rows if "eval/final" in r]
+        assert [r["train/step"] for r in probes] == [2, 4] and all(r["time/train_s"] > 0 for r in probes)
+    a, b = (json.loads((out / f"seed-{s}" / "results.json").read_text())["summary"]["dpt"] for s in (0, 1))
+    assert a != b  # other data, other weights
+
+
 def _train(out, steps, extra=()):
     return main(["train", "--quiet", "--out", str(out), *BANDIT, *TINY_MODEL, "data.source=stream",
                  f"train.steps={steps}", "train.batch_size=4", "train.warmup_steps=2", "train.checkpoint_every=3",
