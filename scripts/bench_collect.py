@@ -1,13 +1,30 @@
-"""Benchmark: batched bandit collection vs a plain per-task Python loop, measured side by side.
+"""Benchmark: batched collection vs one task (or run) at a time, measured side by side.
 
-The batched path is the real one: ``collect_block`` (policy + native vector env + recording of
-every step) on 1,000 Gaussian-bandit tasks x 500 pulls (DPT's setting: K 5, sigma 0.3, U[0, 1]).
-The reference runs the same algorithm one task at a time with a Python loop over steps on
-K-element numpy arrays, sampling the reward inline and recording actions and rewards: the usual
-way a bandit baseline is written, with no env overhead at all. Its rate is measured on a subset
-of the tasks (``--loop-tasks``) since it is per-task and linear in their number.
+Two sections; ``--only`` picks one, by default both run.
 
-    python scripts/bench_collect.py [--tasks 1000] [--horizon 500] [--json PATH]
+1. bandit: batched bandit collection vs a plain per-task Python loop. The batched path is the
+   real one: ``collect_block`` (policy + native vector env + recording of every step) on 1,000
+   Gaussian-bandit tasks x 500 pulls (DPT's setting: K 5, sigma 0.3, U[0, 1]). The reference runs
+   the same algorithm one task at a time with a Python loop over steps on K-element numpy arrays,
+   sampling the reward inline and recording actions and rewards: the usual way a bandit baseline
+   is written, with no env overhead at all. Its rate is measured on a subset of the tasks
+   (``--loop-tasks``) since it is per-task and linear in their number. Reported in pulls/s, with
+   the mean final regret of each side as a check that both ran the same algorithm.
+2. ppo: batched independent PPO learners on Dark Room: how often they learn, and how fast.
+   Learning: ``--ppo-runs`` independent PPO runs (one learner per history, from scratch, the
+   default ``collect.ppo_*`` hyper-parameters) on goals drawn from Dark Room's train split (9x9,
+   H 20), ``--ppo-episodes`` episodes each, through ``collect_block`` (the collection pipeline's
+   path). A run counts as learned when the mean return of its last 10 episodes is >= 80% of the
+   oracle's. Speed: env steps per second of those runs batched (stacked parameters, one vector
+   env) vs the same kind of runs one at a time: a plain loop over single-learner PPO objects, each
+   driven by ``run_policy`` on a one-env vector env (timed on ``--ppo-loop-runs`` runs; the cost
+   is per run).
+
+In both sections the two sides are timed in this process, alternately (so a burst of load
+elsewhere hits both alike), and the best of ``--repeats`` is reported.
+
+    python scripts/bench_collect.py [--only {bandit,ppo}] [--tasks 1000] [--horizon 500] [--loop-tasks 100]
+        [--ppo-runs 64] [--ppo-episodes 300] [--ppo-loop-runs 8] [--repeats 3] [--json PATH]
 """
 from __future__ import annotations
 
@@ -15,17 +32,43 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 
 from icrl import envs
-from icrl.collectors import collect_block
+from icrl.collectors import collect_block, make_policy, run_policy
+from icrl.config import CollectConfig
 
-ENV_ID = "icrl/GaussianBandit-v0"
+BANDIT_ENV_ID = "icrl/GaussianBandit-v0"
 SIGMA = 0.3
 PRIOR_MEAN, PRIOR_STD = 0.5, math.sqrt(1 / 12)
 UCB_C = 1.0
+
+PPO_ENV_ID = "icrl/DarkRoom-v0"
+LEARNED_AT = 0.8  # a PPO run is learned when its last 10 episodes average >= this fraction of the oracle return
+
+
+def best_of(repeats: int, paths: dict[str, Callable[[int], Any]]) -> dict[str, tuple[float, Any]]:
+    """Run each path ``fn(rep)`` once per repeat, alternating between them, timing each call.
+
+    Returns, per path name, the best wall seconds and the result of that fastest call.
+    """
+    best: dict[str, tuple[float, Any]] = {name: (math.inf, None) for name in paths}
+    for rep in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            out = fn(rep)
+            seconds = time.perf_counter() - start
+            if seconds < best[name][0]:
+                best[name] = (seconds, out)
+    return best
+
+
+# ----------------------------------------------------------------------------------------------
+# bandit: collect_block vs a per-task loop
 
 
 def loop_thompson(mu: np.ndarray, horizon: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
@@ -72,63 +115,152 @@ def loop_ucb(mu: np.ndarray, horizon: int, rng: np.random.Generator) -> tuple[np
 LOOPS = {"thompson": loop_thompson, "ucb": loop_ucb}
 
 
-def time_batched(name: str, tasks: np.ndarray, horizon: int, repeats: int) -> tuple[float, float]:
-    """Best wall time of ``collect_block`` over ``repeats`` runs, and the mean final regret."""
-    n = len(tasks)
-    best, regret = math.inf, 0.0
-    for rep in range(repeats):
-        start = time.perf_counter()
-        batch = collect_block(ENV_ID, {"horizon": horizon, "sigma": SIGMA}, name, {"ucb_c": UCB_C}, tasks,
-                              np.arange(n), np.zeros(n, dtype=np.int64), 0, np.random.SeedSequence(rep))
-        best = min(best, time.perf_counter() - start)
-        regret = float(batch.steps["regret"].reshape(n, horizon).sum(axis=1).mean())
-    return best, regret
+def bench_bandit(args: argparse.Namespace) -> dict[str, Any]:
+    """Pulls/s of ``collect_block`` vs the per-task loop, per algorithm; prints a table, returns the JSON section."""
+    n, horizon = args.tasks, args.horizon
+    tasks = envs.task_distribution(BANDIT_ENV_ID).sample(n, np.random.default_rng(0))  # (tasks, K) arm means
+    collect_block(BANDIT_ENV_ID, {"horizon": 5}, "ucb", {}, tasks[:8], np.arange(8), np.zeros(8, dtype=np.int64), 0,
+                  np.random.SeedSequence(0))  # warm-up: imports and first-call costs
+
+    rows = []
+    for name in LOOPS:
+        def batched(rep: int, name: str = name) -> Any:
+            return collect_block(BANDIT_ENV_ID, {"horizon": horizon, "sigma": SIGMA}, name, {"ucb_c": UCB_C}, tasks,
+                                 np.arange(n), np.zeros(n, dtype=np.int64), 0, np.random.SeedSequence(rep))
+
+        def loop(rep: int, name: str = name) -> list[float]:
+            rng = np.random.default_rng(rep)
+            return [LOOPS[name](mu, horizon, rng)[2] for mu in tasks[: args.loop_tasks]]  # final regret per task
+
+        timed = best_of(args.repeats, {"batched": batched, "loop": loop})
+        (t_batch, batch), (t_loop, loop_regrets) = timed["batched"], timed["loop"]
+        reg_batch = float(batch.steps["regret"].reshape(n, horizon).sum(axis=1).mean())  # (tasks * H,) -> (tasks, H)
+        batch_rate = n * horizon / t_batch
+        loop_rate = args.loop_tasks * horizon / t_loop
+        rows.append({"algorithm": name, "batched_pulls_per_s": batch_rate, "loop_pulls_per_s": loop_rate,
+                     "speedup": batch_rate / loop_rate, "batched_seconds": t_batch, "loop_seconds": t_loop,
+                     "batched_final_regret": reg_batch, "loop_final_regret": float(np.mean(loop_regrets))})
+
+    print(f"{BANDIT_ENV_ID}: batched {n} histories x {horizon} pulls through collect_block; "
+          f"loop {args.loop_tasks} tasks one at a time; best of {args.repeats}, measured alternately")
+    print(f"{'algorithm':<10} {'batched pulls/s':>16} {'loop pulls/s':>13} {'speedup':>8} "
+          f"{'regret (batched)':>17} {'regret (loop)':>14}")
+    for r in rows:
+        print(f"{r['algorithm']:<10} {r['batched_pulls_per_s']:>16,.0f} {r['loop_pulls_per_s']:>13,.0f} "
+              f"{r['speedup']:>7.1f}x {r['batched_final_regret']:>17.2f} {r['loop_final_regret']:>14.2f}")
+
+    return {"measures": "pulls/s of collect_block on all tasks (batched) vs a per-task Python loop on the first "
+                        "loop_tasks tasks (loop); final regret = mean over tasks of summed per-pull regret",
+            "env_id": BANDIT_ENV_ID, "tasks": n, "horizon": horizon, "loop_tasks": args.loop_tasks,
+            "sigma": SIGMA, "ucb_c": UCB_C, "results": rows}
 
 
-def time_loop(name: str, tasks: np.ndarray, horizon: int, repeats: int) -> tuple[float, float]:
-    """Best wall time of the per-task loop over ``repeats`` runs, and the mean final regret."""
-    best, regrets = math.inf, []
-    for rep in range(repeats):
-        rng = np.random.default_rng(rep)
-        start = time.perf_counter()
-        regrets = [LOOPS[name](mu, horizon, rng)[2] for mu in tasks]
-        best = min(best, time.perf_counter() - start)
-    return best, float(np.mean(regrets))
+# ----------------------------------------------------------------------------------------------
+# ppo: batched independent learners vs one run at a time
 
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--tasks", type=int, default=1000, help="histories collected by the batched path")
-parser.add_argument("--horizon", type=int, default=500, help="pulls per history")
-parser.add_argument("--loop-tasks", type=int, default=100, help="tasks timed in the per-task loop")
-parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
-parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-args = parser.parse_args()
+def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
+    """Learned fraction and env steps/s of batched PPO runs vs one at a time; prints, returns the JSON section."""
+    runs, episodes, loop_runs, seed = args.ppo_runs, args.ppo_episodes, args.ppo_loop_runs, args.ppo_seed
+    dist = envs.task_distribution(PPO_ENV_ID)
+    tasks = dist.sample(runs, np.random.default_rng(seed))  # (runs, 2) goals from the train split
+    max_return = dist.max_return(tasks)  # (runs,)
+    params = CollectConfig().algorithm_params()
+    steps_per_run = episodes * dist.horizon
 
-tasks = envs.task_distribution(ENV_ID).sample(args.tasks, np.random.default_rng(0))
-collect_block(ENV_ID, {"horizon": 5}, "ucb", {}, tasks[:8], np.arange(8), np.zeros(8, dtype=np.int64), 0,
-              np.random.SeedSequence(0))  # warm-up: imports and first-call costs
+    def batched(rep: int) -> np.ndarray:
+        """All runs at once; (runs, episodes) returns."""
+        batch = collect_block(PPO_ENV_ID, {}, "ppo", params, tasks, np.arange(runs), np.zeros(runs, np.int64), 0,
+                              np.random.SeedSequence([seed, rep]), episodes=episodes)
+        return np.stack(batch.episode_returns)
 
-rows = []
-for name in LOOPS:
-    t_batch, reg_batch = time_batched(name, tasks, args.horizon, args.repeats)
-    t_loop, reg_loop = time_loop(name, tasks[: args.loop_tasks], args.horizon, args.repeats)
-    batch_rate = args.tasks * args.horizon / t_batch
-    loop_rate = args.loop_tasks * args.horizon / t_loop
-    rows.append({"algorithm": name, "batched_pulls_per_s": batch_rate, "loop_pulls_per_s": loop_rate,
-                 "speedup": batch_rate / loop_rate, "batched_seconds": t_batch, "loop_seconds": t_loop,
-                 "batched_final_regret": reg_batch, "loop_final_regret": reg_loop})
+    def one_at_a_time(rep: int) -> np.ndarray:
+        """The first ``loop_runs`` runs, each its own single-learner PPO object; (loop_runs, episodes) returns."""
+        returns = []
+        for i in range(loop_runs):
+            seq = np.random.SeedSequence([seed, rep, i])
+            policy = make_policy("ppo", 1, dist, np.random.default_rng(seq), **params)
+            batch = run_policy(PPO_ENV_ID, {}, policy, tasks[i:i + 1], seq, episodes=episodes)
+            returns.append(batch.episode_returns[0])
+        return np.stack(returns)
 
-print(f"{ENV_ID}: batched {args.tasks} histories x {args.horizon} pulls through collect_block; "
-      f"loop {args.loop_tasks} tasks one at a time; best of {args.repeats}")
-print(f"{'algorithm':<10} {'batched pulls/s':>16} {'loop pulls/s':>13} {'speedup':>8} "
-      f"{'regret (batched)':>17} {'regret (loop)':>14}")
-for r in rows:
-    print(f"{r['algorithm']:<10} {r['batched_pulls_per_s']:>16,.0f} {r['loop_pulls_per_s']:>13,.0f} "
-          f"{r['speedup']:>7.1f}x {r['batched_final_regret']:>17.2f} {r['loop_final_regret']:>14.2f}")
+    collect_block(PPO_ENV_ID, {}, "ppo", params, tasks[:2], np.arange(2), np.zeros(2, np.int64), 0,
+                  np.random.SeedSequence(0), episodes=6)  # warm-up: first-call costs stay out of the timings
+    timed = best_of(args.repeats, {"batched": batched, "loop": one_at_a_time})
+    (t_batch, batch_returns), (t_loop, loop_returns) = timed["batched"], timed["loop"]
 
-if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"env_id": ENV_ID, "tasks": args.tasks, "horizon": args.horizon, "loop_tasks": args.loop_tasks,
-                   "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
-                   "results": rows}, f, indent=2)
-    print(f"wrote {args.json}")
+    last = batch_returns[:, -10:].mean(1)  # (runs,)
+    learned = last >= LEARNED_AT * max_return
+    loop_learned = loop_returns[:, -10:].mean(1) >= LEARNED_AT * max_return[:loop_runs]  # (loop_runs,)
+    batch_rate = runs * steps_per_run / t_batch
+    loop_rate = loop_runs * steps_per_run / t_loop
+
+    print(f"{PPO_ENV_ID} (9x9, H {dist.horizon}): {runs} independent PPO runs x {episodes} episodes, "
+          f"default collect.ppo_* parameters")
+    print(f"  learned (mean of last 10 episodes >= {LEARNED_AT:.0%} of the oracle return): {learned.mean():.3f} "
+          f"({learned.sum()}/{runs}); mean return first 10 episodes {batch_returns[:, :10].mean():.2f}, "
+          f"last 10 {last.mean():.2f}, oracle {max_return.mean():.2f}")
+    print(f"  batched wall time: {t_batch:.1f} s for {runs * steps_per_run:,} env steps")
+    print(f"  env steps/s: batched {batch_rate:,.0f}, one run at a time {loop_rate:,.0f} "
+          f"(on {loop_runs} runs; {loop_learned.sum()}/{loop_runs} learned) -> "
+          f"ratio {batch_rate / loop_rate:.1f}x (best of {args.repeats}, measured alternately in this process)")
+
+    return {"measures": "env steps/s of runs independent PPO learners batched in one collect_block (batched) vs "
+                        "loop_runs single-learner runs one at a time via run_policy (loop); learned = mean return "
+                        "of the last 10 episodes >= learned_at x oracle return",
+            "env_id": PPO_ENV_ID, "runs": runs, "episodes": episodes, "episode_steps": dist.horizon,
+            "loop_runs": loop_runs, "seed": seed, "learned_at": LEARNED_AT,
+            "params": {k: v for k, v in params.items() if k.startswith("ppo_")},
+            "learned_fraction": float(learned.mean()), "loop_learned_fraction": float(loop_learned.mean()),
+            "mean_return_first10": float(batch_returns[:, :10].mean()), "mean_return_last10": float(last.mean()),
+            "mean_oracle_return": float(max_return.mean()), "batched_seconds": t_batch, "loop_seconds": t_loop,
+            "batched_steps_per_s": batch_rate, "loop_steps_per_s": loop_rate, "speedup": batch_rate / loop_rate}
+
+
+# ----------------------------------------------------------------------------------------------
+
+SECTIONS = {"bandit": bench_bandit, "ppo": bench_ppo}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=sorted(SECTIONS), default=None, help="run one section (default: both)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each side; the best is reported")
+    parser.add_argument("--json", default=None, help="also write the numbers of the sections run to this JSON file")
+    bandit = parser.add_argument_group("bandit")
+    bandit.add_argument("--tasks", type=int, default=1000, help="histories collected by the batched path")
+    bandit.add_argument("--horizon", type=int, default=500, help="pulls per history")
+    bandit.add_argument("--loop-tasks", type=int, default=100, help="tasks timed in the per-task loop")
+    ppo = parser.add_argument_group("ppo")
+    ppo.add_argument("--ppo-runs", type=int, default=64, help="independent PPO runs, batched")
+    ppo.add_argument("--ppo-episodes", type=int, default=300, help="episodes per run (H 20 steps each)")
+    ppo.add_argument("--ppo-loop-runs", type=int, default=8, help="runs timed one at a time")
+    ppo.add_argument("--ppo-seed", type=int, default=0, help="seed of the goals and of the PPO runs")
+    args = parser.parse_args()
+    for flag, value in [("--repeats", args.repeats), ("--tasks", args.tasks), ("--horizon", args.horizon),
+                        ("--loop-tasks", args.loop_tasks), ("--ppo-runs", args.ppo_runs),
+                        ("--ppo-episodes", args.ppo_episodes), ("--ppo-loop-runs", args.ppo_loop_runs)]:
+        if value < 1:
+            parser.error(f"{flag} must be >= 1; got {value}")
+    if args.loop_tasks > args.tasks:
+        parser.error(f"--loop-tasks ({args.loop_tasks}) must be <= --tasks ({args.tasks})")
+    if args.ppo_loop_runs > args.ppo_runs:
+        parser.error(f"--ppo-loop-runs ({args.ppo_loop_runs}) must be <= --ppo-runs ({args.ppo_runs})")
+
+    out: dict[str, Any] = {"script": "scripts/bench_collect.py", "argv": sys.argv[1:], "repeats": args.repeats,
+                           "timing": "best wall seconds of repeats, the two sides of a section run alternately "
+                                     "in one process", "machine": platform.processor() or platform.machine()}
+    names = [args.only] if args.only else list(SECTIONS)
+    for i, name in enumerate(names):
+        if i:
+            print()
+        out[name] = SECTIONS[name](args)
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -282,7 +282,7 @@ class PPOPolicy:
 
     The defaults are tuned for Dark Room (9x9, H 20): 63 of 64 independent runs end (mean of the
     last 10 episodes) at >= 80% of the oracle return within 300 episodes; see
-    ``scripts/bench_ppo.py``. A discount of 0.9 learned markedly more reliably there than 0.99.
+    ``python scripts/bench_collect.py --only ppo``. A discount of 0.9 learned markedly more reliably there than 0.99.
     """
 
     def __init__(self, num_envs: int, task_dist: Any, rng: np.random.Generator, ppo_rollout: int = 100,
