@@ -215,17 +215,15 @@ def summarise(curves: dict[str, np.ndarray]) -> tuple[dict, dict]:
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the model (if ``checkpoint``) and the baselines online on the unseen tasks.
 
-    Writes ``results.json`` and ``regret.png`` (bandits) or ``return.png`` (MDPs) into ``out_dir``.
+    Writes ``results.json`` and ``curves.npz`` into ``out_dir`` (the plots: ``icrl.pipeline``).
 
     Returns:
         The results dict (schema ``icrl.results/v1``).
     """
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     env_kwargs = cfg.eval_env_kwargs()
     dist = envs.task_distribution(cfg.env.id, **env_kwargs)
     tasks, split = eval_tasks(cfg)
-    n = len(tasks)
     metric = metric_of(dist)
     model = None
     if checkpoint is not None:
@@ -240,12 +238,18 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
               for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
     mean_curves, summary = summarise(curves)
     results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split,
-               "n_tasks": n // cfg.eval.rollouts, "n_rollouts_per_task": cfg.eval.rollouts, "metric": metric, "x": "step" if metric == "cumulative_regret" else "episode",
-               "curves": mean_curves, "summary": summary,
+               "n_tasks": len(tasks) // cfg.eval.rollouts, "n_rollouts_per_task": cfg.eval.rollouts, "metric": metric,
+               "x": "step" if metric == "cumulative_regret" else "episode", "curves": mean_curves, "summary": summary,
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
                "seed": cfg.seed, "wall_seconds": time.perf_counter() - start}
+    return write_results(out_dir, results, curves)
+
+
+def write_results(out_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``results.json`` and ``curves.npz`` (every rollout's curve, to aggregate seeds) into ``out_dir``."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "curves.npz", **curves)  # every rollout's curve, for aggregating seeds
+    np.savez_compressed(out_dir / "curves.npz", **curves)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -280,11 +284,7 @@ def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], 
                             for s, r, w, d in zip(seeds, runs, walls, run_dirs)},
                "checkpoint": None, "wall_seconds": float(sum(walls))}
     results["config"] = {**results["config"], "seed": seeds[0], "seeds": list(seeds)}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "curves.npz", **curves)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    return write_results(out_dir, results, curves)
 
 
 def format_table(results: dict[str, Any]) -> str:
