@@ -162,6 +162,8 @@ class EvalConfig:
     rollouts: int = _f(1, "independent rollouts per eval task (a finite family has few held-out tasks: Dark Room 8)",
                        min=1)
     greedy: bool = _f(False, "take the model's argmax instead of sampling from its softmax")
+    temperature: float = _f(1.0, "sample the model's actions from softmax(logits / temperature): below 1 sharpens "
+                            "what it has learned, 1 is its imitation as trained", min=1e-3)
     offline_sizes: list[int] = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
 
 

@@ -28,11 +28,11 @@ _POLICY = 2  # child of the run sequence that seeds every method's own generator
 SCHEMA = "icrl.results/v1"
 
 
-def softmax_sample(logits: torch.Tensor, rng: np.random.Generator, greedy: bool) -> np.ndarray:
-    """Actions from (N, A) logits: argmax, or a draw from the softmax by inverse CDF with ``rng``."""
+def softmax_sample(logits: torch.Tensor, rng: np.random.Generator, greedy: bool, temperature: float = 1.0) -> np.ndarray:
+    """Actions from (N, A) logits: argmax, or a draw from softmax(logits / temperature) by inverse CDF with ``rng``."""
     if greedy:
         return logits.argmax(-1).cpu().numpy()
-    probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # (N, A)
+    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()  # (N, A)
     cdf = np.cumsum(probs, axis=-1)  # (N, A)
     u = rng.random((len(cdf), 1)) * cdf[:, -1:]  # (N, 1)
     return np.minimum((u > cdf).sum(-1), probs.shape[-1] - 1).astype(np.int64)  # (N,)
@@ -45,8 +45,9 @@ class ModelPolicy:
     DPT reads out the current query against the cached context, then appends the transition.
     """
 
-    def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False) -> None:
-        self.model, self.rng, self.greedy = model, rng, greedy
+    def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False,
+                 temperature: float = 1.0) -> None:
+        self.model, self.rng, self.greedy, self.temperature = model, rng, greedy, temperature
         self.config = model.config
         self.device = next(model.parameters()).device
         self.cache = model.new_cache(num_envs, device=self.device)
@@ -64,7 +65,7 @@ class ModelPolicy:
             logits = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, A)
         else:
             logits = self.model.readout(self.cache, self._obs(obs))  # (N, A)
-        return softmax_sample(logits, self.rng, self.greedy)
+        return softmax_sample(logits, self.rng, self.greedy, self.temperature)
 
     @torch.no_grad()
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
@@ -153,7 +154,7 @@ def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np
     n = len(tasks)
     rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
     if method in ("ad", "dpt"):
-        policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy)
+        policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy, temperature=cfg.eval.temperature)
     elif method == "oracle":
         policy = OraclePolicy(n, dist, rng, tasks)
     else:

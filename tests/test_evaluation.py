@@ -12,6 +12,9 @@ def test_softmax_sample_matches_probabilities_and_greedy_is_argmax():
     a = softmax_sample(logits, np.random.default_rng(0), greedy=False)
     assert np.bincount(a, minlength=3) / 20000 == pytest.approx([0.1, 0.6, 0.3], abs=0.015)
     assert np.all(softmax_sample(logits, np.random.default_rng(0), greedy=True) == 1)
+    # temperature 0.5 squares the probabilities before normalising: (0.01, 0.36, 0.09) / 0.46
+    a = softmax_sample(logits, np.random.default_rng(1), greedy=False, temperature=0.5)
+    assert np.bincount(a, minlength=3) / 20000 == pytest.approx([0.01 / 0.46, 0.36 / 0.46, 0.09 / 0.46], abs=0.015)
 
 
 def test_summary_is_mean_and_stderr_over_tasks():
