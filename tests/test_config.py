@@ -37,7 +37,7 @@ def test_darkroom_variants_change_only_what_they_name():
     clean, noisy, lhf = (load_config(root / f"darkroom_ad{s}.yaml") for s in ("", "_noisy", "_noisy_lhf"))
     assert noisy.collect.fractions == [0.7, 0.3] and noisy.collect.algorithms == ["ppo", "random"]
     assert lhf.filter.enabled and not noisy.filter.enabled
-    assert (clean.model, clean.train, clean.eval, clean.seeds) == (lhf.model, lhf.train, lhf.eval, lhf.seeds)
+    assert (clean.model, clean.train, clean.eval) == (lhf.model, lhf.train, lhf.eval)
 
 
 def test_overrides_convert_to_field_types():

@@ -1,0 +1,52 @@
+"""Markdown tables of committed results: every method's mean over the curve and final value, and,
+for runs over several training seeds, each seed's model and its probes against training time.
+
+    python scripts/results_table.py docs/results/darkroom_ad.json [more.json ...]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def method_table(r: dict) -> list[str]:
+    """One row per method, best first (highest return or lowest regret)."""
+    regret = r["metric"] == "cumulative_regret"
+    rows = sorted(r["summary"].items(), key=lambda kv: kv[1]["final"], reverse=not regret)
+    head = "final regret" if regret else "final return"
+    out = [f"| method | mean over the curve | {head} |", "| --- | --- | --- |"]
+    for m, s in rows:
+        bold = "**" if m in ("ad", "dpt") else ""
+        out.append(f"| {bold}{m}{bold} | {s['mean_over_curve']:.2f} | {bold}{s['final']:.2f} ± {s['final_stderr']:.2f}{bold} |")
+    return out
+
+
+def seed_table(r: dict) -> list[str]:
+    """Each seed's model (mean, final, wall) and its probes: (training minutes, mean / final)."""
+    model = next(m for m in r["summary"] if m in ("ad", "dpt"))
+    out = ["| seed | mean | final | wall (collect + train + eval) | probes during training: minutes → mean / final |",
+           "| --- | --- | --- | --- | --- |"]
+    for seed, p in r["per_seed"].items():
+        s = p["summary"][model]
+        probes = ", ".join(f"{q['train_s'] / 60:.1f} → {q['mean_over_curve']:.1f} / {q['final']:.1f}" for q in p["probes"])
+        out.append(f"| {seed} | {s['mean_over_curve']:.2f} | {s['final']:.2f} | {p['wall_seconds'] / 60:.1f} min | {probes} |")
+    return out
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        tasks = f"{r['n_tasks']} {r['task_split']} tasks x {r.get('n_rollouts_per_task', 1)} rollouts"
+        # over seeds, wall_seconds sums the whole runs; a single run's is its evaluation alone
+        wall = f"seeds {r['seeds']}, wall of all runs" if "seeds" in r else "evaluation wall"
+        print(f"{Path(path).stem}: {r['env']}, {tasks}, {wall} {r['wall_seconds'] / 60:.1f} min\n")
+        print("\n".join(method_table(r)))
+        if "per_seed" in r:
+            print()
+            print("\n".join(seed_table(r)))
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
