@@ -27,7 +27,10 @@ def plot_results(results: dict[str, Any], path: str | Path) -> Path:
         ax.fill_between(x, mean - err, mean + err, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("step" if results["x"] == "step" else "in-context episode")
     ax.set_ylabel("cumulative regret" if results["metric"] == "cumulative_regret" else "episode return")
-    ax.set_title(f"{results['env']}: {results['n_tasks']} {results['task_split']} tasks")
+    rollouts = results.get("n_rollouts_per_task", 1)
+    seeds = f", {len(results['seeds'])} training seeds" if "seeds" in results else ""
+    ax.set_title(f"{results['env']}: {results['n_tasks']} {results['task_split']} tasks"
+                 + (f" x {rollouts} rollouts" if rollouts > 1 else "") + seeds)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
