@@ -232,8 +232,10 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
         model.eval()
         check_model_fits(cfg, mcfg, dist)
     methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(dist))
-    if model is not None and mcfg.kind == "ad" and "source" not in methods:
-        methods.append("source")  # AD imitates its source: compare with it on the same tasks
+    if model is not None and (mcfg.kind == "ad" or metric == "episode_return") and "source" not in methods:
+        # AD imitates its source, and an MDP model learned from its histories: compare with the
+        # source's own learning curve on the same tasks
+        methods.append("source")
     seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
     curves = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
               for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
