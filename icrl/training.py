@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from icrl import envs
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
-from icrl import envs
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
 from icrl.histories import HistoryStore
