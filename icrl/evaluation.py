@@ -166,13 +166,19 @@ def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np
     return curve_of(batch, metric, n)
 
 
+def run_seq(cfg: Config) -> np.random.SeedSequence:
+    """The eval run's random numbers, shared by every method (and by the training probes)."""
+    return np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
+
+
 def metric_of(dist: Any) -> str:
     """Bandits report the cumulative regret per step, MDPs the return per episode."""
     return "cumulative_regret" if hasattr(dist, "means") else "episode_return"
 
 
-def check_model_fits(cfg: Config, mcfg: Any, dist: Any) -> None:
+def check_model_fits(cfg: Config, mcfg: Any) -> None:
     """ConfigError unless the model's obs/actions match the eval env and its context holds the rollout."""
+    dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
     spec = EnvSpec.of(cfg.env.id, cfg.eval_env_kwargs())
     if (spec.obs_sizes, spec.n_actions) != (mcfg.obs_sizes, mcfg.n_actions):
         raise ConfigError(f"--checkpoint: the model was built for obs {mcfg.obs_sizes} and {mcfg.n_actions} actions, "
@@ -195,8 +201,7 @@ def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
-        curve = method_curve(cfg, model.config.kind, dist, tasks, seq, metric_of(dist), model).mean(0)  # (L,)
+        curve = method_curve(cfg, model.config.kind, dist, tasks, run_seq(cfg), metric_of(dist), model).mean(0)  # (L,)
     finally:
         model.train(was_training)
     return {"eval/final": float(curve[-1]), "eval/mean_over_curve": float(curve.mean())}
@@ -230,13 +235,13 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
     if checkpoint is not None:
         model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
-        check_model_fits(cfg, mcfg, dist)
+        check_model_fits(cfg, mcfg)
     methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(dist))
     if model is not None and (mcfg.kind == "ad" or metric == "episode_return") and "source" not in methods:
         # AD imitates its source, and an MDP model learned from its histories: compare with the
         # source's own learning curve on the same tasks
         methods.append("source")
-    seq = np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
+    seq = run_seq(cfg)
     curves = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
               for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
     mean_curves, summary = summarise(curves)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icrl import envs
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
@@ -256,7 +255,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         rng.bit_generator.state = state["numpy_rng"][ddp.rank]
         torch.set_rng_state(torch.tensor(state["torch_rng"][ddp.rank], dtype=torch.uint8))
     if cfg.train.eval_every:  # fail now, not at the first probe
-        check_model_fits(cfg, mcfg, envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs()))
+        check_model_fits(cfg, mcfg)
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
