@@ -99,6 +99,9 @@ class DataConfig:
     readouts: int = _f(0, "DPT: readout prefixes per batch, drawn at random from 0..n (0 = all n+1); fewer is "
                        "cheaper and still an unbiased estimate of the all-prefix loss", min=0)
     seq_len: int = _f(0, "AD: steps per training window (across episodes of one history); 0 = whole history", min=0)
+    episode_stride: int = _f(1, "train on every k-th episode of each history (episodes k-1, 2k-1, ...): a window then "
+                             "spans k times as much of the learning process, so the model learns to improve k "
+                             "times faster per episode; 1 = every episode", min=1)
 
 
 @dataclass

@@ -153,6 +153,29 @@ class HistoryBatch:
                                     for r in b.episode_returns])
 
 
+    def every_episode(self, stride: int) -> HistoryBatch:
+        """Keep every ``stride``-th episode of each history: episodes stride-1, 2*stride-1, ...
+
+        A history of E episodes becomes one of E // stride episodes that ends, as the original
+        does, with the learner's latest behaviour; an AD window over it spans ``stride`` times as
+        much of the learning process (the learner seen ``stride`` times faster). Episode ends are
+        the steps with ``terminated`` or ``truncated``; steps after the last episode end are dropped.
+        """
+        _require(stride >= 1, f"stride must be >= 1, got {stride}")
+        if stride == 1:
+            return self
+        ends = np.asarray(self.steps["terminated"], bool) | np.asarray(self.steps["truncated"], bool)  # (N,)
+        hist = np.repeat(np.arange(self.n_histories), self.lengths)  # (N,) history of each step
+        ended = np.concatenate([[0], np.cumsum(ends)])  # (N + 1,) episode ends before each row
+        episode = ended[:-1] - ended[self.offsets[:-1]][hist]  # (N,) episode index within its history
+        complete = np.bincount(hist, weights=ends, minlength=self.n_histories)[hist]  # (N,) episodes ended in it
+        keep = (episode % stride == stride - 1) & (episode < complete)  # (N,)
+        lengths = np.bincount(hist, weights=keep, minlength=self.n_histories).astype(np.int64)
+        return HistoryBatch(steps={f: np.asarray(a)[keep] for f, a in self.steps.items()}, lengths=lengths,
+                            task=self.task, task_params=self.task_params, run=self.run, source=self.source,
+                            episode_returns=[np.asarray(r)[stride - 1::stride] for r in self.episode_returns])
+
+
 # ----------------------------------------------------------------------------- files
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""

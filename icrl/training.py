@@ -54,6 +54,8 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n)."""
     d, kind = cfg.data, cfg.model.kind
     if d.source == "stream":
+        if d.episode_stride > 1:
+            raise ConfigError("data.episode_stride: subsampling applies to histories on disk (data.source: dataset)")
         steps = spec.horizon * cfg.collect.episodes
         n = (d.seq_len if kind == "ad" else d.context_len) or steps
         if n > steps:
@@ -78,6 +80,10 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
         batch = store.load()
     if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
         weights, weighting = lhf_weights(cfg, path)
+    batch = batch.every_episode(d.episode_stride)  # after LHF: the scores judge the whole history
+    if batch.lengths.min() == 0:
+        raise ConfigError(f"data.episode_stride: {int((batch.lengths == 0).sum())} histories have fewer than "
+                          f"{d.episode_stride} episodes")
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
         return HistorySampler(batch, kind, length, weights, weighting, d.readouts), length

@@ -43,6 +43,8 @@ def test_empty_missing_and_corrupted_datasets(tmp_path, capsys):
     assert main(["collect", "--quiet", "--out", str(data), "env.kwargs.horizon=10", "collect.n_tasks=4",
                  "collect.histories_per_shard=2"]) == 0
     capsys.readouterr()
+    _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run"), f"data.dataset={data}", "env.kwargs.horizon=10",
+                                  "model.kind=ad", "data.episode_stride=2", *TINY]), "fewer than 2 episodes")
     shard = data / "shard-00001.h5"
     shard.write_bytes(shard.read_bytes()[:-200])  # truncated
     _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run"), f"data.dataset={data}",
@@ -60,6 +62,8 @@ def test_checkpoint_of_another_architecture_and_eval_beyond_block_size(tmp_path,
     cfg_json.write_text(cfg_json.read_text().replace('"n_layer": 2', '"n_layer": 1'))
     _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), *common,
                                   "eval.env_kwargs.horizon=11"]), "block_size")
+    _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run2"), *common, "data.episode_stride=2"]),
+                    "data.episode_stride")
 
 
 def test_disk_full_during_collection_keeps_earlier_shards(tmp_path, capsys, monkeypatch):

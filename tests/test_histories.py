@@ -323,3 +323,22 @@ def test_batch_validation_and_writer_errors(tmp_path: Path) -> None:
         writer.write_shard(100_000, make_batch(rng, 1))
     with pytest.raises(ValueError, match="shard_entries"):
         writer.finish([])
+
+
+def test_every_episode_keeps_every_kth_whole_episode() -> None:
+    # history 0: episodes of 2, 3, 1, 2 steps then 1 step of an unfinished episode; history 1: 3, 3 steps
+    ends0 = [0, 1, 0, 0, 1, 1, 0, 1, 0]
+    ends1 = [0, 0, 1, 0, 0, 1]
+    ends = np.array(ends0 + ends1, bool)
+    steps = {"obs": np.arange(15), "action": np.zeros(15, np.int64), "reward": np.arange(15, dtype=np.float32),
+             "terminated": np.zeros(15, bool), "truncated": ends}
+    batch = HistoryBatch(steps=steps, lengths=np.array([9, 6]), task=np.array([0, 1]), task_params=np.zeros((2, 1)),
+                         run=np.zeros(2, np.int64), source=np.zeros(2, np.int64),
+                         episode_returns=[np.array([1.0, 9, 5, 13]), np.array([3.0, 12])])
+    sub = batch.every_episode(2)
+    sub.validate()
+    assert sub.lengths.tolist() == [5, 3]  # history 0: episodes 1 (rows 2-4) and 3 (rows 6-7); history 1: episode 1
+    assert sub.steps["obs"].tolist() == [2, 3, 4, 6, 7, 12, 13, 14]
+    assert [r.tolist() for r in sub.episode_returns] == [[9.0, 13.0], [12.0]]
+    assert batch.every_episode(1) is batch
+    assert batch.every_episode(3).steps["obs"].tolist() == [5]  # only history 0 has a 3rd episode
