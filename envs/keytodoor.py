@@ -22,8 +22,6 @@ from the train split.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .grid import (

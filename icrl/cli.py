@@ -78,7 +78,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_filter(args: argparse.Namespace) -> int:
     from icrl.filtering import filter_dataset, plot_best_worst
-    from icrl.histories import HistoryStore
+    from icrl.store import HistoryStore
     from icrl.tracking import Tracker
 
     cfg = load_config(args.config, args.overrides)

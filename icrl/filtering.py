@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 
 from icrl.config import Config, to_dict
-from icrl.histories import HistoryStore
+from icrl.store import HistoryStore
 
 __all__ = ["lhf_scores", "lhf_probabilities", "resample_counts", "bandit_window_returns", "score_store",
            "weighting_of", "filter_dataset", "load_weights", "plot_best_worst"]

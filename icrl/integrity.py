@@ -3,8 +3,8 @@
 Checks the layout written by :mod:`icrl.histories` (see its docstring): each shard's index and
 root ``content_sha256`` attribute, the manifest's per-file sha256 and totals, derived files.
 :func:`complete_shards` and :func:`remove_partials` let a killed collection resume;
-:func:`verify` backs ``icrl verify``. This module imports from :mod:`icrl.histories`, never the
-reverse.
+:func:`verify` backs ``icrl verify``. This module imports from :mod:`icrl.histories` and
+:mod:`icrl.store`, never the reverse.
 """
 from __future__ import annotations
 
@@ -16,14 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from icrl.histories import (
-    _H5_ERRORS,
-    _SHARD_RE,
-    _content_digest,
-    _index_problems,
-    _load_manifest,
-    file_sha256,
-)
+from icrl.histories import _H5_ERRORS, _SHARD_RE, _content_digest, _index_problems, file_sha256
+from icrl.store import _load_manifest
 
 
 def _shard_problems(f: h5py.File, name: str,

@@ -24,7 +24,7 @@ from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
 from icrl.data import EnvSpec, HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
-from icrl.histories import HistoryStore
+from icrl.store import HistoryStore
 from icrl.integrity import verify
 from icrl.models import make_model as build_model
 from icrl.models.losses import ad_loss, dpt_loss

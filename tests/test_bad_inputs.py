@@ -2,7 +2,6 @@
 raise a traceback; a full disk leaves the earlier data intact."""
 import errno
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

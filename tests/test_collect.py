@@ -7,7 +7,7 @@ import pytest
 from icrl.cli import main
 from icrl.collect import collect, make_plan, source_counts
 from icrl.config import load_config
-from icrl.histories import HistoryStore
+from icrl.store import HistoryStore
 from icrl.integrity import verify
 
 SMALL = ["env.kwargs.horizon=30", "collect.n_tasks=10", "collect.histories_per_shard=4"]

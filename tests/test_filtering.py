@@ -20,7 +20,7 @@ from icrl.filtering import (
     score_store,
     weighting_of,
 )
-from icrl.histories import HistoryStore
+from icrl.store import HistoryStore
 from icrl.integrity import verify
 
 DATA = ["env.kwargs.horizon=200", "collect.n_tasks=10", "collect.runs_per_task=4",

@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from icrl.histories import DatasetWriter, HistoryBatch, HistoryStore, file_sha256
+from icrl.histories import DatasetWriter, HistoryBatch, file_sha256
+from icrl.store import HistoryStore
 from icrl.integrity import complete_shards, remove_partials, verify
 
 META = {"env_id": "icrl/DarkRoom-v0", "env_kwargs": {"size": 9}, "sources": ["ppo", "random"],
