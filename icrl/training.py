@@ -88,7 +88,8 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     try:
         return HistorySampler(batch, kind, length, weights, weighting, d.readouts), length
     except ValueError as e:
-        raise ConfigError(f"data: {e}") from None
+        stride = f" (histories as kept by data.episode_stride={d.episode_stride})" if d.episode_stride > 1 else ""
+        raise ConfigError(f"data: {e}{stride}") from None
 
 
 def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
