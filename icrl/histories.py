@@ -153,7 +153,6 @@ class HistoryBatch:
                    episode_returns=[np.asarray(r, np.float64) for b in batches
                                     for r in b.episode_returns])
 
-
     def every_episode(self, stride: int) -> HistoryBatch:
         """Keep every ``stride``-th episode of each history: episodes stride-1, 2*stride-1, ...
 
