@@ -86,3 +86,29 @@ def test_aggregate_seeds_pools_the_model_and_counts_identical_baselines_once(tmp
     assert r["curves"]["oracle"]["stderr"] == [0.0, 0.0] and np.load(tmp_path / "curves.npz")["oracle"].shape == (2, 2)
     assert r["seeds"] == [0, 1] and r["wall_seconds"] == 30.0
     assert r["per_seed"]["1"]["summary"]["ad"]["final"] == 7.0 and r["per_seed"]["1"]["wall_seconds"] == 20.0
+
+
+def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from icrl.checkpoint import save_checkpoint
+    from icrl.models import make_model
+    from icrl.models.transformer import ModelConfig
+
+    root = Path(__file__).parent.parent
+    spec = importlib.util.spec_from_file_location("visit_map", root / "scripts/visit_map.py")
+    visit_map = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(visit_map)
+    mcfg = ModelConfig(kind="dpt", obs_sizes=[9, 9], n_actions=5, n_layer=1, n_head=2, n_embd=16, block_size=40,
+                       window=40)
+    model = make_model(mcfg, torch.Generator().manual_seed(0))
+    save_checkpoint(tmp_path / "ckpt", model, mcfg, torch.optim.AdamW(model.parameters()), {"step": 0})
+    monkeypatch.setattr(sys, "argv", ["visit_map", "--config", str(root / "configs/darkroom_dpt.yaml"),
+                                      "--checkpoint", str(tmp_path / "ckpt"), "--task", "6,8", "--episodes", "3",
+                                      "--rollouts", "4"])
+    visit_map.main()
+    rows = capsys.readouterr().out.splitlines()[1:10]  # y = 8 .. 0
+    counts = [0 if c in (".", "G") else int(c) for r in rows for c in r.split()[1:]]
+    assert len(counts) == 81 and sum(counts) == 4 * 3 * 20  # one cell per step: rollouts x episodes x H 20
