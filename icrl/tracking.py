@@ -29,6 +29,7 @@ class Tracker:
         self.wandb: Any = None
         if not enabled:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_partial_line()
         if cfg.wandb.enabled:
             import wandb

@@ -48,6 +48,12 @@ def test_ad_collect_train_eval_commands(tmp_path, capsys):
     results = json.loads((run / "results.json").read_text())
     jsonschema.validate(results, SCHEMA)
     assert "ad" in results["curves"]
+    # `run` over seeds on a given dataset: every seed trains on it in a folder of its own
+    seeds = tmp_path / "seeds"
+    assert main(["run", "--quiet", "--out", str(seeds), *common, f"data.dataset={data}", "train.steps=2",
+                 "train.batch_size=4", "train.warmup_steps=1", "eval.n_tasks=4", "seeds=0,1"]) == 0
+    assert all((seeds / f"seed-{s}" / "checkpoint" / "model.safetensors").exists() for s in (0, 1))
+    assert not (seeds / "seed-0" / "data").exists()
 
 
 def test_windowed_dpt_on_dark_room_over_seeds(tmp_path, capsys):
