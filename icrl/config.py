@@ -146,6 +146,9 @@ class EvalConfig:
     seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
     env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...)")
     baselines: list[str] = _f([], "baseline methods; empty = every one that fits the env")
+    split: str = _f("test", "tasks of a finite family (Dark Room, Key-to-Door) to evaluate on: test (held out) or "
+                    "train (the training split, e.g. to choose eval.temperature without the held-out tasks)",
+                    choices=["test", "train"])
     episodes: int = _f(1, "in-context episodes per task (bandits: 1 = the horizon)", min=1)
     rollouts: int = _f(1, "independent rollouts per eval task (a finite family has few held-out tasks: Dark Room 8)",
                        min=1)

@@ -102,12 +102,15 @@ def default_baselines(dist: Any) -> list[str]:
 
 
 def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
-    """The unseen tasks, each repeated ``eval.rollouts`` times: a finite family's test split, else
-    fresh draws from the eval prior."""
+    """The eval tasks, each repeated ``eval.rollouts`` times: a finite family's ``eval.split`` (test:
+    held out, train: the training split), else fresh draws from the eval prior."""
     dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
     split = dist.split()
     if split is not None:
-        tasks, name = split[1], "test"
+        tasks, name = split[cfg.eval.split == "test"], cfg.eval.split
+    elif cfg.eval.split == "train":
+        raise ConfigError(f"eval.split: {cfg.env.id} draws its tasks from a prior and has no training "
+                          f"split; leave eval.split at test")
     else:
         rng = np.random.default_rng(np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_TASKS,)))
         tasks, name = dist.sample(cfg.eval.n_tasks, rng), "sampled"

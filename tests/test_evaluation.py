@@ -37,6 +37,24 @@ def test_baselines_share_tasks_and_random_numbers(tmp_path):
     assert "ucb" in format_table(r)
 
 
+def test_eval_split_picks_the_held_out_or_the_training_tasks_of_a_finite_family(tmp_path):
+    """Dark Room: 8 held-out goals by default, the 73 training goals with eval.split=train; a bandit
+    family (tasks drawn from a prior) has no training split to evaluate on."""
+    from icrl import envs
+    from icrl.config import ConfigError
+
+    common = ["env.id=icrl/DarkRoom-v0", "collect.algorithms=random", "eval.episodes=2", "eval.baselines=oracle"]
+    train, test = envs.task_distribution("icrl/DarkRoom-v0").split()
+    for split, goals in (("test", test), ("train", train)):
+        r = evaluate(load_config(None, [*common, f"eval.split={split}"]), None, tmp_path, progress=False)
+        assert (r["task_split"], r["n_tasks"]) == (split, len(goals))
+        oracle = envs.task_distribution("icrl/DarkRoom-v0").max_return(goals).mean()
+        assert r["summary"]["oracle"]["final"] == pytest.approx(oracle)
+    assert len(test) == 8 and len(train) == 73
+    with pytest.raises(ConfigError, match="eval.split"):
+        evaluate(load_config(None, ["eval.split=train"]), None, tmp_path, progress=False)
+
+
 def test_eval_prior_is_configured_apart_from_training(tmp_path):
     cfg = load_config(None, ["env.kwargs.horizon=20", "eval.n_tasks=50", "eval.baselines=random",
                              "eval.env_kwargs.prior=beta", "eval.env_kwargs.prior_alpha=1.0", "eval.env_kwargs.prior_beta=9.0"])
