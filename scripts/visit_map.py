@@ -42,9 +42,10 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--rollouts", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. eval.temperature=1")
     args = ap.parse_args()
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     model, _ = load_model(args.checkpoint, torch.device("cpu"))
     model.eval()
     task = [float(v) for v in args.task.split(",")]
