@@ -44,12 +44,12 @@ def test_eval_split_picks_the_held_out_or_the_training_tasks_of_a_finite_family(
     from icrl.config import ConfigError
 
     common = ["env.id=icrl/DarkRoom-v0", "collect.algorithms=random", "eval.episodes=2", "eval.baselines=oracle"]
-    train, test = envs.task_distribution("icrl/DarkRoom-v0").split()
+    dist = envs.task_distribution("icrl/DarkRoom-v0")
+    train, test = dist.split()
     for split, goals in (("test", test), ("train", train)):
         r = evaluate(load_config(None, [*common, f"eval.split={split}"]), None, tmp_path, progress=False)
         assert (r["task_split"], r["n_tasks"]) == (split, len(goals))
-        oracle = envs.task_distribution("icrl/DarkRoom-v0").max_return(goals).mean()
-        assert r["summary"]["oracle"]["final"] == pytest.approx(oracle)
+        assert r["summary"]["oracle"]["final"] == pytest.approx(dist.max_return(goals).mean())
     assert len(test) == 8 and len(train) == 73
     with pytest.raises(ConfigError, match="eval.split"):
         evaluate(load_config(None, ["eval.split=train"]), None, tmp_path, progress=False)
