@@ -107,7 +107,8 @@ def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
     dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
     split = dist.split()
     if split is not None:
-        tasks, name = split[cfg.eval.split == "test"], cfg.eval.split
+        train, test = split
+        tasks, name = (test if cfg.eval.split == "test" else train), cfg.eval.split
     elif cfg.eval.split == "train":
         raise ConfigError(f"eval.split: {cfg.env.id} draws its tasks from a prior and has no training "
                           f"split; leave eval.split at test")
