@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _config_parser(sub, "eval", "evaluate a checkpoint and the baselines online on unseen tasks")
-    p.add_argument("--checkpoint", metavar="RUN/checkpoint", help="model to evaluate (omit: baselines only)")
+    p.add_argument("--checkpoint", metavar="RUN/checkpoint",
+                   help="model to evaluate (omit: baselines only); with `seeds`, the run folder: every "
+                        "RUN/seed-<s>/checkpoint is evaluated and the seeds aggregated")
     p.add_argument("--out", metavar="DIR", help="where results.json and the plot go (default: the run folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _config_parser(sub, "run", "collect (or stream) -> train -> eval into one run folder")
@@ -142,12 +144,18 @@ def _print_results(results: dict, plot: Path, out: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from icrl.pipeline import evaluate_and_plot
+    from icrl.pipeline import evaluate_and_plot, evaluate_seeds
 
     cfg = load_config(args.config, args.overrides)
-    default = Path(args.checkpoint).parent if args.checkpoint else Path(f"runs/{cfg.name}")
-    out = _prepare_out(args.out or str(default))
-    results, plot = evaluate_and_plot(cfg, args.checkpoint, out, progress=not args.quiet)
+    if cfg.seeds:  # --checkpoint names the run folder of `icrl run` over seeds
+        if not args.checkpoint:
+            raise ConfigError(f"--checkpoint: with seeds {cfg.seeds} give the run folder holding seed-<s>/checkpoint")
+        out = _prepare_out(args.out or args.checkpoint)
+        results, plot = evaluate_seeds(cfg, args.checkpoint, out, progress=not args.quiet)
+    else:
+        default = Path(args.checkpoint).parent if args.checkpoint else Path(f"runs/{cfg.name}")
+        out = _prepare_out(args.out or str(default))
+        results, plot = evaluate_and_plot(cfg, args.checkpoint, out, progress=not args.quiet)
     _print_results(results, plot, out)
     return 0
 

@@ -176,7 +176,7 @@ class Config:
     name: str = _f("experiment", "run name; outputs go to runs/<name>/ unless --out is given")
     seed: int = _f(0, "master seed; the same seed gives byte-identical data", min=0)
     seeds: list[int] = _f([], "icrl run: one whole run per training seed into RUN/seed-<s>/ and RUN/results.json "
-                          "aggregating them (empty: one run with `seed`)")
+                          "aggregating them (empty: one run with `seed`); icrl eval --checkpoint RUN re-evaluates each seed's model")
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "environment"})
     collect: CollectConfig = field(default_factory=CollectConfig, metadata={"help": "collection"})
     model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model"})

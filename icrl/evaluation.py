@@ -274,14 +274,16 @@ def training_probes(run_dir: str | Path) -> list[dict[str, float]]:
              "mean_over_curve": r["eval/mean_over_curve"]} for r in rows if "eval/final" in r]
 
 
-def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], out_dir: str | Path) -> dict[str, Any]:
+def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], out_dir: str | Path,
+                    train_dirs: list[Path] | None = None) -> dict[str, Any]:
     """One ``results.json`` over the runs of several training seeds (their ``curves.npz``).
 
     A method's rollouts are pooled over the seeds (the model: seeds x tasks x rollouts rows, so
     the stderr covers training seeds and tasks); a baseline whose curves are identical in every run
     (same eval tasks and random numbers) counts once. ``per_seed`` keeps each seed's summary, wall
     time (collect + train + eval) and the probes of ``train.eval_every`` (quality against training
-    time); ``wall_seconds`` is the sum of the wall times.
+    time, from ``train_dirs``, by default the run folders); ``wall_seconds`` is the sum of the wall
+    times.
     """
     runs = [json.loads((Path(d) / "results.json").read_text()) for d in run_dirs]
     arrays = [dict(np.load(Path(d) / "curves.npz")) for d in run_dirs]
@@ -293,7 +295,7 @@ def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], 
     mean_curves, summary = summarise(curves)
     results = {**runs[0], "curves": mean_curves, "summary": summary, "seeds": list(seeds),
                "per_seed": {str(s): {"summary": r["summary"], "wall_seconds": w, "probes": training_probes(d)}
-                            for s, r, w, d in zip(seeds, runs, walls, run_dirs)},
+                            for s, r, w, d in zip(seeds, runs, walls, train_dirs or run_dirs)},
                "checkpoint": None, "wall_seconds": float(sum(walls))}
     results["config"] = {**results["config"], "seed": seeds[0], "seeds": list(seeds)}
     return write_results(out_dir, results, curves)

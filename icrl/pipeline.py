@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-from icrl.config import Config
+from icrl.config import Config, ConfigError
 from icrl.evaluation import aggregate_seeds, evaluate
 from icrl.plots import plot_results
 from icrl.tracking import Tracker
@@ -34,6 +35,33 @@ def plot_and_track(cfg: Config, results: dict[str, Any], out_dir: str | Path) ->
     tracker.log_eval(results, plot)
     tracker.close()
     return plot
+
+
+def evaluate_seeds(cfg: Config, run_dir: str | Path, out_dir: str | Path,
+                   progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Re-evaluate every training seed's model of a multi-seed run at ``cfg``'s eval settings.
+
+    Each ``RUN/seed-<s>/checkpoint`` is evaluated as ``run`` evaluates it, into ``OUT/seed-<s>/``,
+    and the seeds are aggregated into ``OUT``. The per-seed wall times stay what the models cost
+    (collect + train + eval, from ``RUN/results.json``); without that file they are the
+    re-evaluation's own. The probes are those of training (``RUN/seed-<s>/metrics.jsonl``).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    train_dirs = [run_dir / f"seed-{s}" for s in cfg.seeds]
+    missing = [str(d / "checkpoint") for d in train_dirs if not (d / "checkpoint").is_dir()]
+    if missing:
+        raise ConfigError(f"--checkpoint: with seeds {cfg.seeds} give the run folder holding seed-<s>/checkpoint; "
+                          f"not found: {', '.join(missing)}")
+    summary = run_dir / "results.json"
+    before = json.loads(summary.read_text()).get("per_seed", {}) if summary.exists() else {}
+    walls = []
+    for s, d in zip(cfg.seeds, train_dirs):
+        start = time.perf_counter()
+        evaluate_and_plot(dataclasses.replace(cfg, seed=s, seeds=[]), d / "checkpoint", out_dir / f"seed-{s}",
+                          progress=progress)
+        walls.append(before.get(str(s), {}).get("wall_seconds", time.perf_counter() - start))
+    results = aggregate_seeds([out_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds, walls, out_dir, train_dirs)
+    return results, plot_and_track(cfg, results, out_dir)
 
 
 def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> tuple[dict[str, Any], Path]:

@@ -81,6 +81,22 @@ def test_windowed_dpt_on_dark_room_over_seeds(tmp_path, capsys):
         assert [r["train/step"] for r in probes] == [2, 4] and all(r["time/train_s"] > 0 for r in probes)
     a, b = (json.loads((out / f"seed-{s}" / "results.json").read_text())["summary"]["dpt"] for s in (0, 1))
     assert a != b  # other data, other weights
+    # `eval` over the same seeds re-evaluates every seed's model at other eval settings and aggregates
+    again = tmp_path / "again"
+    common = ["eval", "--quiet", "--checkpoint", str(out), "--out", str(again), "env.id=icrl/DarkRoom-v0",
+              "collect.algorithms=ppo",
+              *TINY_MODEL, "model.kind=dpt", "model.window=8", "data.context_len=16", "eval.episodes=4",
+              "eval.rollouts=2", "eval.baselines=random,oracle"]
+    assert main([*common, "eval.temperature=3", "seeds=0,1"]) == 0
+    re = json.loads((again / "results.json").read_text())
+    jsonschema.validate(re, SCHEMA)
+    assert re["seeds"] == [0, 1] and re["summary"]["oracle"] == results["summary"]["oracle"]
+    assert re["summary"]["dpt"] != results["summary"]["dpt"]  # other temperature, other rollouts
+    for s in ("0", "1"):  # what the models cost and their training probes are the run's
+        assert re["per_seed"][s]["wall_seconds"] == results["per_seed"][s]["wall_seconds"]
+        assert re["per_seed"][s]["probes"] == results["per_seed"][s]["probes"]
+    capsys.readouterr()
+    assert main([*common, "seeds=0,2"]) == 2 and "seed-2" in capsys.readouterr().err
 
 
 def _train(out, steps, extra=()):
