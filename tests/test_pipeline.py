@@ -84,9 +84,8 @@ def test_windowed_dpt_on_dark_room_over_seeds(tmp_path, capsys):
     # `eval` over the same seeds re-evaluates every seed's model at other eval settings and aggregates
     again = tmp_path / "again"
     common = ["eval", "--quiet", "--checkpoint", str(out), "--out", str(again), "env.id=icrl/DarkRoom-v0",
-              "collect.algorithms=ppo",
-              *TINY_MODEL, "model.kind=dpt", "model.window=8", "data.context_len=16", "eval.episodes=4",
-              "eval.rollouts=2", "eval.baselines=random,oracle"]
+              "collect.algorithms=ppo", *TINY_MODEL, "model.kind=dpt", "model.window=8", "data.context_len=16",
+              "eval.episodes=4", "eval.rollouts=2", "eval.baselines=random,oracle"]
     assert main([*common, "eval.temperature=3", "seeds=0,1"]) == 0
     re = json.loads((again / "results.json").read_text())
     jsonschema.validate(re, SCHEMA)
