@@ -3,9 +3,10 @@
 Draws contexts from the config's training distribution (its stream or dataset), or with
 ``--contexts own`` from the model's own online rollouts (sampling at ``eval.temperature`` on fresh
 tasks, the contexts it meets when deployed), reads the model out after every prefix j = 0..n and
-compares it with the exact posterior under the env family's prior (icrl/posterior.py). Per range of j it prints, in nats: the Bayes loss E[H(P)], the model's
-loss against the posterior E[-sum_a P(a) log q(a)], their difference E[KL(P || q)], and the
-model's loss on the sampled labels (an unbiased but noisier estimate of the second column).
+compares it with the exact posterior under the env family's prior (icrl/posterior.py). Per range
+of j it prints, in nats: the Bayes loss E[H(P)], the model's loss against the posterior
+E[-sum_a P(a) log q(a)], their difference E[KL(P || q)], and the model's loss on the sampled
+labels (an unbiased but noisier estimate of the second column).
 Bandit families with a known prior only: Gaussian, Bernoulli and linear bandits.
 
     python scripts/posterior_gap.py --config configs/dpt_linear_bandit.yaml \
@@ -30,18 +31,20 @@ from icrl.posterior import arm_posterior_probs, cross_entropy, entropy, linear_p
 from icrl.training import make_sampler
 
 
+def prefix_sums(x: np.ndarray) -> np.ndarray:
+    """Sums over the first j steps for j = 0..n: (B, n, ...) -> (B, n+1, ...)."""
+    return np.concatenate((np.zeros_like(x[:, :1], dtype=np.float64), np.cumsum(x, axis=1)), axis=1)
+
+
 def posterior(dist, actions: np.ndarray, rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """P(a* | first j transitions) for every prefix: actions, rewards (B, n) -> (B, n+1, K)."""
-    B, n = actions.shape
     if hasattr(dist, "features"):  # linear bandit
         x = dist.features[actions]  # (B, n, d)
-        xtx = np.concatenate((np.zeros((B, 1, x.shape[2], x.shape[2])),
-                              np.cumsum(x[..., :, None] * x[..., None, :], axis=1)), axis=1)  # (B, n+1, d, d)
-        xtr = np.concatenate((np.zeros((B, 1, x.shape[2])), np.cumsum(x * rewards[..., None], axis=1)), axis=1)
+        xtx = prefix_sums(x[..., :, None] * x[..., None, :])  # (B, n+1, d, d)
+        xtr = prefix_sums(x * rewards[..., None])  # (B, n+1, d)
         return linear_posterior_probs(xtx, xtr, dist.features, dist.sigma, rng)
     onehot = actions[..., None] == np.arange(dist.n_arms)  # (B, n, K)
-    counts = np.concatenate((np.zeros((B, 1, dist.n_arms)), np.cumsum(onehot, axis=1)), axis=1)  # (B, n+1, K)
-    sums = np.concatenate((np.zeros((B, 1, dist.n_arms)), np.cumsum(onehot * rewards[..., None], axis=1)), axis=1)
+    counts, sums = prefix_sums(onehot), prefix_sums(onehot * rewards[..., None])  # (B, n+1, K) each
     return arm_posterior_probs(counts, sums, sigma=getattr(dist, "sigma", None), prior=dist.prior,
                                alpha=dist.prior_alpha, beta=dist.prior_beta)
 
@@ -105,7 +108,8 @@ def main() -> None:
     for lo, hi in [*ranges(n), (0, n + 1)]:
         h, m, lab = bayes[:, lo:hi].mean(), model_ce[:, lo:hi].mean(), label_ce[:, lo:hi].mean()
         rows.append({"prefix": [lo, hi - 1], "bayes": h, "model": m, "kl": m - h, "model_on_labels": lab})
-    source = f"the model's own at T {cfg.eval.temperature}" if args.contexts == "own" else ", ".join(cfg.collect.algorithms)
+    own = f"the model's own at T {cfg.eval.temperature}"
+    source = own if args.contexts == "own" else ", ".join(cfg.collect.algorithms)
     print(f"{cfg.env.id}, {len(bayes)} contexts of {n} transitions ({source}), "
           f"checkpoint {args.checkpoint}; nats per readout")
     print(f"{'prefix j':>12} {'Bayes H(P)':>11} {'model CE':>9} {'KL(P||q)':>9} {'CE labels':>10}")
@@ -113,8 +117,9 @@ def main() -> None:
         label = "all" if r is rows[-1] else f"{r['prefix'][0]}-{r['prefix'][1]}"
         print(f"{label:>12} {r['bayes']:11.4f} {r['model']:9.4f} {r['kl']:9.4f} {r['model_on_labels']:10.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "checkpoint": args.checkpoint,
-                                               "contexts": args.contexts, "n_contexts": len(bayes), "rows": rows}, indent=2) + "\n")
+        out = {"config": args.config, "checkpoint": args.checkpoint, "contexts": args.contexts,
+               "n_contexts": len(bayes), "rows": rows}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
