@@ -82,7 +82,7 @@ def linear_posterior_probs(xtx: np.ndarray, xtr: np.ndarray, features: np.ndarra
     mean = np.einsum("rij,rj->ri", cov, xtr.reshape(-1, d) / sigma**2)  # (R, d)
     chol = np.linalg.cholesky(cov)  # (R, d, d)
     out = np.empty((len(mean), features.shape[0]))  # (R, K)
-    rows = max(1, CHUNK * 64 // n_samples)
+    rows = max(1, CHUNK * 64 // n_samples)  # rows per block: ~131k theta draws, (r, S, K) stays ~10 MB
     for lo in range(0, len(mean), rows):
         z = rng.standard_normal((len(mean[lo:lo + rows]), n_samples, d))  # (r, S, d)
         theta = mean[lo:lo + rows, None] + np.einsum("rij,rsj->rsi", chol[lo:lo + rows], z)  # (r, S, d)
@@ -94,7 +94,7 @@ def linear_posterior_probs(xtx: np.ndarray, xtr: np.ndarray, features: np.ndarra
 
 def entropy(p: np.ndarray) -> np.ndarray:
     """H(p) in nats over the last axis; 0 log 0 = 0."""
-    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    return cross_entropy(p, np.log(np.where(p > 0, p, 1.0)))
 
 
 def cross_entropy(p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
