@@ -1,6 +1,6 @@
 """icrl's gymnasium environments and their task distributions (installed as ``icrl.envs``).
 
-Importing this package registers every family with gymnasium (DESIGN §3):
+Importing this package registers every family with gymnasium (docs/architecture.md#environments-and-tasks):
 
 >>> import gymnasium, numpy as np, icrl.envs
 >>> env = gymnasium.make("icrl/GaussianBandit-v0", n_arms=5, horizon=500)
@@ -13,7 +13,8 @@ Importing this package registers every family with gymnasium (DESIGN §3):
 Ids: ``icrl/GaussianBandit-v0``, ``icrl/BernoulliBandit-v0``, ``icrl/LinearBandit-v0`` (bandits);
 ``icrl/DarkRoom-v0``, ``icrl/DarkRoomLarge-v0``, ``icrl/DarkRoomHard-v0``,
 ``icrl/DarkRoomPermuted-v0`` (the Dark Room family) and ``icrl/KeyToDoor-v0`` (grid worlds, on
-the shared machinery of ``grid.py``).
+the shared machinery of ``grid.py``); ``icrl/PointRobot-v0`` and ``icrl/SparsePointRobot-v0``
+(continuous 2-D navigation, ``point_robot.py``).
 """
 
 from .bandits import (
@@ -43,6 +44,14 @@ from .darkroom import (
 )
 from .grid import GridTaskDistribution
 from .keytodoor import KeyToDoorEnv, KeyToDoorTaskDistribution, KeyToDoorVectorEnv
+from .point_robot import (
+    PointRobotEnv,
+    PointRobotTaskDistribution,
+    PointRobotVectorEnv,
+    SparsePointRobotEnv,
+    SparsePointRobotTaskDistribution,
+    SparsePointRobotVectorEnv,
+)
 from .tasks import (
     BanditTaskDistribution,
     TaskDistribution,
@@ -87,6 +96,14 @@ __all__ += [  # the grid families (grid.py, darkroom.py, keytodoor.py)
     "KeyToDoorTaskDistribution",
     "KeyToDoorVectorEnv",
 ]
+__all__ += [  # the point robot families (point_robot.py)
+    "PointRobotEnv",
+    "PointRobotTaskDistribution",
+    "PointRobotVectorEnv",
+    "SparsePointRobotEnv",
+    "SparsePointRobotTaskDistribution",
+    "SparsePointRobotVectorEnv",
+]
 
 # One line per family: the id, its single env, its native vector env, its task distribution.
 register_family(
@@ -127,3 +144,12 @@ register_family(
     DarkRoomPermutedTaskDistribution,
 )
 register_family("icrl/KeyToDoor-v0", KeyToDoorEnv, KeyToDoorVectorEnv, KeyToDoorTaskDistribution)
+register_family(
+    "icrl/PointRobot-v0", PointRobotEnv, PointRobotVectorEnv, PointRobotTaskDistribution
+)
+register_family(
+    "icrl/SparsePointRobot-v0",
+    SparsePointRobotEnv,
+    SparsePointRobotVectorEnv,
+    SparsePointRobotTaskDistribution,
+)

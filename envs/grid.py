@@ -1,7 +1,7 @@
 """Shared grid-world machinery of the Dark Room family (``darkroom.py``) and KeyToDoor.
 
 The agent sees only a Markov state of a ``size x size`` grid (its integer cell (x, y), plus what
-the family adds; DESIGN §3). Actions are 0: x+1, 1: x-1, 2: y+1, 3: y-1, 4: stay, clipped at the
+the family adds; docs/architecture.md#environments-and-tasks). Actions are 0: x+1, 1: x-1, 2: y+1, 3: y-1, 4: stay, clipped at the
 walls; the reward is computed on the cell *after* the move. Episodes last ``horizon`` steps (the env
 truncates itself there) unless the family ends them earlier (``terminated=True``).
 
@@ -163,6 +163,12 @@ class GridTaskDistribution(TaskDistribution):
     split_seed: int = 0
     train_fraction: float = 0.9
     _splits: tuple[np.ndarray, np.ndarray] | None = None
+    action_space = spaces.Discrete(N_ACTIONS)
+
+    @property
+    def observation_space(self) -> spaces.Space:  # type: ignore[override]
+        """The integer state, one ``MultiDiscrete`` component per entry of ``obs_nvec``."""
+        return spaces.MultiDiscrete(np.asarray(self.obs_nvec, dtype=np.int64))
 
     def __init_subclass__(cls, defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -59,6 +59,7 @@ class LinearBanditTaskDistribution(BanditTaskDistribution):
     """
 
     env_id = "icrl/LinearBandit-v0"
+    baselines = ("random", "emp", "ucb", "thompson", "linucb", "oracle")
 
     def __init__(
         self,

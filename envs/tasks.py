@@ -1,7 +1,7 @@
 """Task distributions and the registry of environment families.
 
 A *family* is one gymnasium id together with its single env, its native vector env and its
-:class:`TaskDistribution` (DESIGN §3). :func:`register_family` records the three and registers the
+:class:`TaskDistribution` (docs/architecture.md#environments-and-tasks). :func:`register_family` records the three and registers the
 id with gymnasium, so ``gymnasium.make(id)`` and
 ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` both work, and
 :func:`task_distribution` builds the task distribution from the same kwargs as the env.
@@ -84,16 +84,33 @@ def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 class TaskDistribution(abc.ABC):
     """The tasks of one environment family, sampled or enumerated, with their oracle.
 
-    Subclasses take the same constructor kwargs as the family's env and set ``task_shape``.
+    Subclasses take the same constructor kwargs as the family's env and declare what the world
+    looks like: ``task_shape``, ``observation_space``, ``action_space`` and ``horizon`` (the space
+    contract, docs/architecture.md). icrl reads these and nothing else to choose encoders, action
+    heads, collectors and metrics. A family without an oracle leaves ``oracle_action`` and
+    ``max_return`` out; what needs them (DPT labels, noise distillation, LHF) then says so.
 
     Attributes:
         env_id: The gymnasium id of the family (set again by :func:`task_distribution`, so a class
             registered under several ids reports the id it was built for).
         task_shape: Shape of one task's parameters; a batch of tasks is ``(n, *task_shape)``.
+        observation_space: The single env's observation space: ``Discrete``, ``MultiDiscrete`` or
+            a ``Box`` of any shape.
+        action_space: The single env's action space: ``Discrete`` or a bounded ``Box``.
+        horizon: Steps per episode (the env truncates itself there; it may terminate earlier).
+        baselines: The baselines evaluation runs by default (names of icrl's source algorithms,
+            plus ``oracle``), those that fit the family.
+        reports_regret: The env reports the expected regret of every step in ``info["regret"]``
+            (bandits): evaluation then reports cumulative regret per step, not return per episode.
     """
 
     env_id: str = ""
     task_shape: tuple[int, ...] = ()
+    observation_space: gymnasium.spaces.Space
+    action_space: gymnasium.spaces.Space
+    horizon: int
+    baselines: tuple[str, ...] = ("random", "oracle")
+    reports_regret: bool = False
 
     @abc.abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -111,19 +128,60 @@ class TaskDistribution(abc.ABC):
         """Fixed ``(train, test)`` task arrays of a finite family; ``None`` for infinite ones."""
         return None
 
-    @abc.abstractmethod
+    def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` tasks i.i.d. from the family's generating prior over *all* its tasks.
+
+        For an infinite family this is :meth:`sample`, the default. A finite family with a
+        train/test split overrides it: :meth:`sample` draws train tasks only, while the prior is
+        the distribution the enumerated tasks were generated from (what a Bayesian source such as
+        posterior sampling must assume, since it does not know which tasks are held out).
+
+        Args:
+            n: Number of tasks (>= 0).
+            rng: The only source of randomness.
+
+        Returns:
+            ``(n, *task_shape)`` float64 task parameters.
+        """
+        return self.sample(n, rng)
+
+    def expected_reward(
+        self, tasks: np.ndarray, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray
+    ) -> np.ndarray:
+        """Expected reward of one transition under each task (the family's reward model).
+
+        Model-based sources (posterior sampling) score every candidate task by how well it
+        predicts the observed rewards. Row ``i`` is the transition ``(obs[i], actions[i],
+        next_obs[i])`` under ``tasks[i]``.
+
+        Args:
+            tasks: ``(n, *task_shape)`` task parameters.
+            obs: ``(n, *obs_shape)`` observations the actions were taken in.
+            actions: ``(n,)`` int actions (``Discrete``) or ``(n, *action_shape)`` floats, as
+                the env executed them.
+            next_obs: ``(n, *obs_shape)`` observations after the step (the episode's final
+                observation where it ended, not the reset one).
+
+        Returns:
+            ``(n,)`` float64 expected rewards.
+        """
+        raise NotImplementedError(f"{self.env_id or type(self).__name__} has no reward model: give its "
+                                  f"TaskDistribution an expected_reward (docs/extending.md)")
+
     def oracle_action(self, tasks: np.ndarray, obs: np.ndarray) -> np.ndarray:
         """Optimal action of each task in the given observation (DPT labels, oracle baseline).
 
         Args:
             tasks: ``(n, *task_shape)`` task parameters.
-            obs: ``(n, ...)`` current observations, one per task.
+            obs: ``(n, *obs_shape)`` current observations, one per task.
 
         Returns:
-            ``(n,)`` int64 actions.
+            ``(n,)`` int64 actions (``Discrete``), or ``(n, *action_shape)`` float actions inside
+            the ``Box``.
         """
+        raise NotImplementedError(f"{self.env_id or type(self).__name__} has no oracle: give its "
+                                  f"TaskDistribution an oracle_action (docs/extending.md)")
 
-    @abc.abstractmethod
     def max_return(self, tasks: np.ndarray) -> np.ndarray:
         """Expected return of the oracle over one episode of each task (LHF's R_max).
 
@@ -133,6 +191,23 @@ class TaskDistribution(abc.ABC):
         Returns:
             ``(n,)`` float64 returns.
         """
+        raise NotImplementedError(f"{self.env_id or type(self).__name__} does not know its oracle "
+                                  f"return: give its TaskDistribution a max_return (docs/extending.md)")
+
+    @property
+    def has_oracle(self) -> bool:
+        """Whether the family overrides :meth:`oracle_action`."""
+        return type(self).oracle_action is not TaskDistribution.oracle_action
+
+    @property
+    def has_max_return(self) -> bool:
+        """Whether the family overrides :meth:`max_return`."""
+        return type(self).max_return is not TaskDistribution.max_return
+
+    @property
+    def has_reward_model(self) -> bool:
+        """Whether the family overrides :meth:`expected_reward`."""
+        return type(self).expected_reward is not TaskDistribution.expected_reward
 
     def check_tasks(self, tasks: Any) -> np.ndarray:
         """Validate a batch of tasks and return it as a float64 array.
@@ -169,6 +244,18 @@ class BanditTaskDistribution(TaskDistribution):
 
     n_arms: int
     horizon: int
+    baselines = ("random", "emp", "ucb", "ucb1", "thompson", "oracle")
+    reports_regret = True
+
+    @property
+    def observation_space(self) -> gymnasium.spaces.Space:  # type: ignore[override]
+        """A bandit's observation is the constant 0."""
+        return gymnasium.spaces.Discrete(1)
+
+    @property
+    def action_space(self) -> gymnasium.spaces.Space:  # type: ignore[override]
+        """One arm per pull."""
+        return gymnasium.spaces.Discrete(self.n_arms)
 
     @abc.abstractmethod
     def means(self, tasks: np.ndarray) -> np.ndarray:
@@ -194,6 +281,30 @@ class BanditTaskDistribution(TaskDistribution):
     def max_return(self, tasks: np.ndarray) -> np.ndarray:
         """``horizon * max_a mu_a`` per task."""
         return self.horizon * self.means(tasks).max(axis=1)  # (n,)
+
+    def expected_reward(
+        self, tasks: np.ndarray, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray
+    ) -> np.ndarray:
+        """``mu_a`` of the pulled arm ``a = actions[i]`` under each task; the observations are
+        constant and unused.
+
+        Args:
+            tasks: ``(n, *task_shape)`` task parameters.
+            obs: ``(n,)`` observations (unused).
+            actions: ``(n,)`` integer arms in ``[0, n_arms)``.
+            next_obs: ``(n,)`` observations (unused).
+
+        Returns:
+            ``(n,)`` float64 arm means.
+        """
+        mu = self.means(tasks)  # (n, K)
+        arms = np.asarray(actions)
+        if arms.shape != (len(mu),) or not np.issubdtype(arms.dtype, np.integer):
+            raise ValueError(f"actions: expected ({len(mu)},) integer arms, one per task, got "
+                             f"{arms.dtype} {arms.shape}")
+        if arms.size and (arms.min() < 0 or arms.max() >= self.n_arms):
+            raise ValueError(f"actions: every arm must be in [0, {self.n_arms})")
+        return np.take_along_axis(mu, arms[:, None].astype(np.int64), axis=1)[:, 0]  # (n,)
 
 
 # --------------------------------------------------------------------------- env resets

@@ -1,7 +1,10 @@
-"""Checkpoints (DESIGN §8): ``RUN/checkpoint/`` holds
+"""Checkpoints (docs/architecture.md#training): ``RUN/checkpoint/`` holds
 
 - ``model.safetensors``: the weights (``safetensors.torch.save_model``; no pickle),
-- ``model.json``: the model config, checked against the weights on load,
+- ``model.json``: the model config (with the observation and action spaces), checked against the
+  weights on load,
+- ``spec.json``: the env spec the model was trained on (``icrl.spaces.EnvSpec``; absent in
+  checkpoints written before specs were stored),
 - ``trainer.json``: step, RNG states (numpy bit-generator state, torch CPU state) as JSON,
 - ``optimizer.pt``: AdamW state, loaded with ``torch.load(..., weights_only=True)``.
 
@@ -27,6 +30,7 @@ from safetensors.torch import load_file, save_model
 from icrl.config import ConfigError
 from icrl.models import make_model as build_model
 from icrl.models.transformer import ModelConfig
+from icrl.spaces import EnvSpec
 
 
 class CheckpointError(ConfigError):
@@ -55,7 +59,8 @@ def recover_checkpoint(directory: str | Path) -> None:
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, model_config: ModelConfig,
-                    optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]) -> Path:
+                    optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any],
+                    spec: EnvSpec | None = None) -> Path:
     """Write a whole new checkpoint folder and swap it in for the previous one (the only writer)."""
     d = Path(directory)
     recover_checkpoint(d)
@@ -65,6 +70,8 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, model_config:
     tmp.mkdir(parents=True)
     _fsync_write(tmp / "model.safetensors", lambda p: save_model(model, str(p)))
     _fsync_write(tmp / "model.json", lambda p: p.write_text(json.dumps(model_config.to_dict(), indent=2)))
+    if spec is not None:
+        _fsync_write(tmp / "spec.json", lambda p: p.write_text(json.dumps(spec.to_dict(), indent=2)))
     _fsync_write(tmp / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
     _fsync_write(tmp / "trainer.json", lambda p: p.write_text(json.dumps(trainer_state)))  # last: complete
     if d.exists():
@@ -99,6 +106,17 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
                               "(a checkpoint of another architecture?)")
     model.load_state_dict(state, strict=True)
     return model.to(device), config
+
+
+def load_spec(directory: str | Path) -> EnvSpec | None:
+    """The env spec a checkpoint was trained on, or None for a checkpoint written before specs."""
+    path = Path(directory) / "spec.json"
+    if not path.is_file():
+        return None
+    try:
+        return EnvSpec.from_dict(json.loads(path.read_text()))
+    except (ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid env spec ({str(e).splitlines()[0][:80]})") from None
 
 
 def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

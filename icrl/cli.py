@@ -1,4 +1,4 @@
-"""The ``icrl`` command: ``icrl collect | verify | ...`` (DESIGN §10).
+"""The ``icrl`` command: ``icrl collect | verify | ...`` (docs/architecture.md#commands-and-configuration).
 
 Each command takes ``--config FILE`` plus ``key.sub=value`` overrides; ``--help`` lists every
 config field. Bad inputs are one-line errors with exit code 2, raised before anything is written.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from icrl.config import ConfigError, describe, load_config
+from icrl.spaces import SpaceError
 
 
 def _config_parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
@@ -48,14 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CREATED: list[Path] = []  # output folders this command created (removed again if they end up empty)
+
+
 def _prepare_out(path: str) -> Path:
     """Create an output folder, or fail with a one-line error (exit 2)."""
     out = Path(path)
     try:
+        if not out.exists():
+            _CREATED.append(out)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out: cannot create {out}: {e.strerror or e}") from None
     return out
+
+
+def _remove_empty_outputs() -> None:
+    """After a failed command: a folder it created and left empty is removed (nothing written)."""
+    while _CREATED:
+        out = _CREATED.pop()
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -183,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    _CREATED.clear()
     try:
-        return COMMANDS[args.command](args)
-    except ConfigError as e:
+        try:
+            return COMMANDS[args.command](args)
+        except BaseException:
+            _remove_empty_outputs()
+            raise
+    except (ConfigError, SpaceError) as e:  # SpaceError: an env or dataset outside the space contract
         print(f"icrl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

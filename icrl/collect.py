@@ -1,4 +1,4 @@
-"""Collection of learning histories into a dataset (DESIGN §4–5).
+"""Collection of learning histories into a dataset (docs/architecture.md#collection-and-source-algorithms).
 
 The histories of a dataset are numbered 0..N-1; history ``h`` runs on task ``h // runs_per_task``
 (run ``h % runs_per_task``) with the source algorithm assigned to it by a seeded permutation of the
@@ -25,6 +25,7 @@ from icrl.collectors import collect_block
 from icrl.config import Config, ConfigError, import_env_module, to_dict
 from icrl.histories import DatasetWriter, HistoryBatch
 from icrl.integrity import complete_shards, remove_partials
+from icrl.spaces import EnvSpec
 
 # spawn keys of the independent random streams of a collection
 _TASKS, _SOURCES, _BLOCK = 0, 1, 2
@@ -197,11 +198,13 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
         episode return of the histories collected in this call.
     """
     out = Path(out)
+    fresh = not out.exists() or not any(out.iterdir())
     plan = plan_of(cfg)
     meta = {"env_id": cfg.env.id, "env_kwargs": cfg.env.kwargs, "sources": list(cfg.collect.algorithms),
-            "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect)}
+            "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect),
+            "spec": EnvSpec.for_env(cfg.env.id, cfg.env.kwargs).to_dict()}
     out.mkdir(parents=True, exist_ok=True)
-    record = {k: v for k, v in meta.items() if k != "collect"}
+    record = {k: v for k, v in meta.items() if k not in ("collect", "spec")}  # the spec follows from env id + kwargs
     record["collect"] = {k: v for k, v in meta["collect"].items() if k not in ("backend", "workers", "ray_address")}
     _check_plan(out, record)
     remove_partials(out)
@@ -212,12 +215,19 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     k = len(cfg.collect.algorithms)
     stats: list[list] = [[] for _ in range(k)]
     bar = tqdm(total=plan.n_blocks, initial=len(done), desc="collect", unit="shard", disable=not progress)
-    for b, entry, block_stats in _run_blocks(cfg, todo, str(out), meta):
-        entries[b] = entry
-        for i in range(k):
-            stats[i].append(block_stats[i])
-        bar.update(1)
-    bar.close()
+    try:
+        for b, entry, block_stats in _run_blocks(cfg, todo, str(out), meta):
+            entries[b] = entry
+            for i in range(k):
+                stats[i].append(block_stats[i])
+            bar.update(1)
+    except BaseException:
+        if fresh and not entries:  # failed before any shard (e.g. an env's NaN observation): leave nothing
+            (out / "collect.json").unlink(missing_ok=True)
+            remove_partials(out)
+        raise
+    finally:
+        bar.close()
     DatasetWriter(out, meta).finish(list(entries.values()))
     per_source = {}
     for i, name in enumerate(cfg.collect.algorithms):

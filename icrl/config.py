@@ -31,10 +31,10 @@ class EnvConfig:
 
 @dataclass
 class CollectConfig:
-    """Learning-history collection (DESIGN §5)."""
+    """Learning-history collection (docs/architecture.md#collection-and-source-algorithms)."""
 
     algorithms: list[str] = _f(["thompson"], "source algorithms: random, emp, ucb, ucb1, thompson, linucb, dpt_random (bandits); "
-                                                 "ppo, noise_distill, random (any Discrete-action env)")
+                                                 "ppo, noise_distill, random (any env, Discrete or Box actions); psrl (a family with a reward model)")
     fractions: list[float] = _f([], "fraction of histories per algorithm, in the order of `algorithms` (empty: equal shares)")
     n_tasks: int = _f(1000, "number of training tasks", min=1)
     runs_per_task: int = _f(1, "independent runs (histories) per task", min=1)
@@ -63,18 +63,24 @@ class CollectConfig:
     ppo_max_grad_norm: float = _f(0.5, "PPO: clip each learner's gradient norm to this (0 = off)", min=0.0)
     ppo_hidden: int = _f(32, "PPO: width of the two tanh hidden layers of the actor and of the critic", min=1, max=4096)
     ppo_shared: bool = _f(False, "PPO: one learner trained on all streams (DICP) instead of one learner per history")
+    ppo_squash: bool = _f(False, "PPO on Box actions: tanh-squash the Gaussian sample into the box (SAC-style, with "
+                          "the log-prob correction) instead of letting the env clip it")
+    psrl_particles: int = _f(512, "PSRL: prior tasks (particles) per history that the posterior reweighs", min=1)
+    psrl_sigma: float = _f(0.05, "PSRL: std of the Gaussian reward likelihood (a tolerance when rewards are exact)",
+                           min=1e-9)
 
     def algorithm_params(self) -> dict[str, float]:
         """Hyper-parameters handed to every source algorithm."""
         return {k: getattr(self, k) for k in
                 ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda",
                  "ppo_rollout", "ppo_epochs", "ppo_minibatches", "ppo_lr", "ppo_gamma", "ppo_gae_lambda", "ppo_clip",
-                 "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm", "ppo_hidden", "ppo_shared")}
+                 "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm", "ppo_hidden", "ppo_shared", "ppo_squash",
+                 "psrl_particles", "psrl_sigma")}
 
 
 @dataclass
 class ModelSection:
-    """The transformer (DESIGN §7); obs/action sizes come from the env."""
+    """The transformer (docs/architecture.md#models); its input and output layers come from the env's spaces."""
 
     kind: str = _f("dpt", "method: ad (Algorithm Distillation) or dpt (Decision-Pretrained Transformer)",
                    choices=["ad", "dpt"])
@@ -85,12 +91,14 @@ class ModelSection:
     window: int = _f(0, "attention window K in steps (banded causal mask; AD tokens, DPT context): a rollout "
                      "of any length then runs on a ring cache of K steps; 0 = full causal", min=0)
     rope: bool = _f(True, "RoPE relative positions; false = no positional encoding (a DPT bandit context is a set)")
+    head: str = _f("auto", "action head: categorical (Discrete actions); gaussian (NLL, as DICP) or tanh (MSE, as T2MIR) "
+                   "for Box actions; auto = categorical or gaussian", choices=["auto", "categorical", "gaussian", "tanh"])
     block_size: int = _f(0, "max tokens of context (AD: train.seq_len; DPT: context length); 0 = derived", min=0)
 
 
 @dataclass
 class DataConfig:
-    """Where training samples come from (DESIGN §4, §7)."""
+    """Where training samples come from (docs/architecture.md#learning-histories-and-storage, #models)."""
 
     source: str = _f("dataset", "dataset (learning histories on disk) or stream (collect.algorithms run live on "
                      "fresh tasks every batch, nothing on disk)", choices=["dataset", "stream"])
@@ -106,7 +114,7 @@ class DataConfig:
 
 @dataclass
 class FilterConfig:
-    """Learning History Filtering (Chen et al. 2025; DESIGN §6)."""
+    """Learning History Filtering (Chen et al. 2025; docs/architecture.md#learning-history-filtering-lhf)."""
 
     enabled: bool = _f(False, "score the histories and weight/resample them before training (icrl run)")
     lam: float = _f(1.0, "lambda of U = Improvement + lambda * Stability", min=0.0)
@@ -121,7 +129,7 @@ class FilterConfig:
 
 @dataclass
 class TrainConfig:
-    """Supervised pretraining (DESIGN §8)."""
+    """Supervised pretraining (docs/architecture.md#training)."""
 
     steps: int = _f(2000, "optimizer steps", min=1)
     batch_size: int = _f(64, "samples (contexts or windows) per step", min=1)
@@ -140,7 +148,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Online evaluation on unseen tasks (DESIGN §9)."""
+    """Online evaluation on unseen tasks (docs/architecture.md#evaluation)."""
 
     n_tasks: int = _f(200, "unseen tasks to evaluate on", min=1)
     seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
@@ -230,9 +238,21 @@ def validate_env(cfg: Config) -> None:
     import numpy as np
 
     from icrl.collectors import POLICIES, make_policy
+    from icrl.spaces import EnvSpec, SpaceError
 
     known = set(POLICIES)
     dist = envs.task_distribution(cfg.env.id, **cfg.env.kwargs)
+    try:
+        spec = EnvSpec.of(dist)
+        EnvSpec.for_env(cfg.env.id, cfg.eval_env_kwargs())
+    except SpaceError as e:
+        raise ConfigError(f"env.id: {e}") from None
+    head = cfg.model.head
+    if head != "auto" and (head == "categorical") != spec.discrete_actions:
+        fit = "categorical" if spec.discrete_actions else "gaussian or tanh"
+        raise ConfigError(f"model.head: {head} does not fit the {'Discrete' if spec.discrete_actions else 'Box'} "
+                          f"actions of {cfg.env.id}; use {fit} (or auto)")
+
     for i, name in enumerate(cfg.collect.algorithms):
         if name not in known:
             raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {name!r}{suggest('', name, known)}")

@@ -7,7 +7,7 @@
 - Stream: every batch runs the configured source algorithms live on fresh tasks (e.g. DPT's random
   contexts and Thompson sampling on bandits) and samples from those histories; nothing on disk.
 
-Per-history weights (LHF, DESIGN §6) act through ``weighting``: "sample" draws histories with
+Per-history weights (LHF, docs/architecture.md#learning-history-filtering-lhf) act through ``weighting``: "sample" draws histories with
 probability proportional to their weight, "loss" scales their cross-entropy, "none" ignores them.
 All randomness comes from the ``np.random.Generator`` passed to ``sample``.
 """
@@ -15,38 +15,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium
 import numpy as np
 import torch
 
 from icrl import envs
 from icrl.collectors import collect_block
 from icrl.histories import HistoryBatch
-from icrl.models.transformer import obs_sizes_for
+from icrl.spaces import EnvSpec
 
 
-@dataclass(frozen=True)
-class EnvSpec:
-    """What a model must know of an env: obs one-hot sizes, number of actions, episode horizon."""
-
-    env_id: str
-    obs_sizes: list[int]
-    n_actions: int
-    horizon: int
-
-    @classmethod
-    def of(cls, env_id: str, env_kwargs: dict) -> EnvSpec:
-        env = gymnasium.make(env_id, **env_kwargs)
-        try:
-            horizon = int(getattr(env.unwrapped, "horizon"))
-            return cls(env_id, obs_sizes_for(env.observation_space), int(env.action_space.n), horizon)
-        finally:
-            env.close()
-
-
-def _obs2d(obs: np.ndarray) -> np.ndarray:
-    """Stored obs as (N, k) integer components (Discrete obs are stored as (N,))."""
-    return obs[:, None] if obs.ndim == 1 else obs
+def _flat(x: np.ndarray) -> np.ndarray:
+    """Stored obs or actions as (N, k): Discrete obs (N,) -> (N, 1), Box (N, *shape) -> (N, prod(shape))."""
+    return x.reshape(len(x), -1)
 
 
 class HistorySampler:
@@ -59,16 +39,22 @@ class HistorySampler:
         weights: (n_histories,) non-negative per-history weights, or None for all ones.
         weighting: "none", "sample" or "loss".
         readouts: DPT: prefixes read out per batch, a random subset of 0..n (0 = all).
+        discrete_actions: actions are Discrete integers (False: Box floats, stored (N, *shape)).
     """
 
     def __init__(self, batch: HistoryBatch, kind: str, length: int, weights: np.ndarray | None = None,
-                 weighting: str = "none", readouts: int = 0) -> None:
+                 weighting: str = "none", readouts: int = 0, discrete_actions: bool = True) -> None:
         self.kind, self.length, self.weighting, self.readouts = kind, length, weighting, readouts
-        self.obs = _obs2d(batch.steps["obs"])  # (N, k)
-        self.next_obs = _obs2d(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
-        self.action = batch.steps["action"].astype(np.int64)  # (N,)
+        self.discrete = discrete_actions
+        self.obs = _flat(batch.steps["obs"])  # (N, k)
+        self.next_obs = _flat(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
+        # (N,) int64 Discrete actions, or (N, d) float32 Box actions
+        self.action = batch.steps["action"].astype(np.int64) if self.discrete else \
+            _flat(batch.steps["action"]).astype(np.float32)
         self.reward = batch.steps["reward"].astype(np.float32)  # (N,)
-        self.oracle = batch.steps.get("oracle_action")
+        oracle = batch.steps.get("oracle_action")
+        self.oracle = None if oracle is None else (oracle.astype(np.int64) if self.discrete else
+                                                   _flat(oracle).astype(np.float32))
         self.offsets, self.lengths = batch.offsets[:-1], batch.lengths
         if kind == "dpt" and (self.oracle is None or self.next_obs is None):
             raise ValueError("DPT needs histories with oracle_action and next_obs per step; "
@@ -100,9 +86,13 @@ class HistorySampler:
         loss_w = self.weights[h] if self.weighting == "loss" else np.ones(batch_size)
         out = {"weights": torch.as_tensor(loss_w, dtype=torch.float32)}
         if self.kind == "ad":
-            prev = idx - 1  # (B, T) previous step; -1 action marks the first step of a history
+            prev = idx - 1  # (B, T) previous step; the sentinel (-1, or NaN for Box) marks a history's first
             first = (start[:, None] + np.arange(self.length)) == 0  # (B, T)
-            prev_action = np.where(first, -1, self.action[np.maximum(prev, 0)])  # (B, T)
+            if self.discrete:
+                prev_action = np.where(first, -1, self.action[np.maximum(prev, 0)])  # (B, T)
+            else:
+                prev_action = np.where(first[..., None], np.nan, self.action[np.maximum(prev, 0)])  # (B, T, d)
+                prev_action = prev_action.astype(np.float32)
             prev_reward = np.where(first, 0.0, self.reward[np.maximum(prev, 0)])  # (B, T)
             out.update(obs=torch.as_tensor(self.obs[idx]), prev_action=torch.as_tensor(prev_action),
                        prev_reward=torch.as_tensor(prev_reward, dtype=torch.float32),
@@ -112,7 +102,7 @@ class HistorySampler:
         q = self.offsets[h] + rng.integers(0, self.lengths[h])  # (B,)
         out.update(ctx_obs=torch.as_tensor(self.obs[idx]), ctx_action=torch.as_tensor(self.action[idx]),
                    ctx_reward=torch.as_tensor(self.reward[idx]), ctx_next_obs=torch.as_tensor(self.next_obs[idx]),
-                   query_obs=torch.as_tensor(self.obs[q]), target=torch.as_tensor(self.oracle[q].astype(np.int64)))
+                   query_obs=torch.as_tensor(self.obs[q]), target=torch.as_tensor(self.oracle[q]))
         if 0 < self.readouts <= self.length:
             out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
         return out
@@ -142,6 +132,7 @@ class StreamSampler:
         self.kind, self.env_id, self.env_kwargs, self.length, self.readouts = kind, env_id, env_kwargs, length, readouts
         self.algorithms, self.fractions, self.params, self.episodes = algorithms, fractions or [], params or {}, episodes
         self.dist = envs.task_distribution(env_id, **env_kwargs)
+        self.discrete = EnvSpec.of(self.dist).discrete_actions
         if self.dist.split() is not None:
             raise ValueError(f"{env_id} has a finite task set: collect a dataset of its training tasks instead")
 
@@ -160,5 +151,5 @@ class StreamSampler:
                                        episodes=self.episodes))
             start += count
         batch = HistoryBatch.concat(parts)
-        sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts)
+        sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts, discrete_actions=self.discrete)
         return sampler.sample(rng, batch_size, h=np.arange(batch_size))

@@ -1,9 +1,11 @@
-"""Online evaluation on unseen tasks (DESIGN §9), and the DPT paper's offline mode.
+"""Online evaluation on unseen tasks (docs/architecture.md#evaluation), and the DPT paper's offline mode.
 
 The model (weights frozen, stepping with its KV cache) and every baseline act on the same eval
 tasks with the same random numbers: each method's vector env is seeded from the same
-``SeedSequence``, and the envs draw their noise per step whatever the action. Bandits report the
-cumulative expected regret per step, MDPs the return per in-context episode.
+``SeedSequence``, and the envs draw their noise per step whatever the action. Bandits (the spec's
+``reports_regret``) report the cumulative expected regret per step, MDPs the return per in-context
+episode, and, where the env reports ``info["success"]``, the success rate per episode as well
+(``other_metrics``).
 """
 from __future__ import annotations
 
@@ -21,28 +23,21 @@ from icrl.checkpoint import load_model
 from icrl.collectors import child_seed_sequence, make_policy, run_policy
 from icrl.config import Config, ConfigError, to_dict
 from icrl.histories import HistoryBatch
-from icrl.data import EnvSpec
+from icrl.models.encoders import first_action
+from icrl.spaces import EnvSpec, space_to_dict
 
 _EVAL_TASKS, _EVAL_RUN = 0, 1  # spawn keys under eval.seed
 _POLICY = 2  # child of the run sequence that seeds every method's own generator (the env uses 0)
 SCHEMA = "icrl.results/v1"
 
 
-def softmax_sample(logits: torch.Tensor, rng: np.random.Generator, greedy: bool, temperature: float = 1.0) -> np.ndarray:
-    """Actions from (N, A) logits: argmax, or a draw from softmax(logits / temperature) by inverse CDF with ``rng``."""
-    if greedy:
-        return logits.argmax(-1).cpu().numpy()
-    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()  # (N, A)
-    cdf = np.cumsum(probs, axis=-1)  # (N, A)
-    u = rng.random((len(cdf), 1)) * cdf[:, -1:]  # (N, 1)
-    return np.minimum((u > cdf).sum(-1), probs.shape[-1] - 1).astype(np.int64)  # (N,)
-
-
 class ModelPolicy:
     """A pretrained AD or DPT model as a batched policy: one cached token per step, no re-encoding.
 
     AD appends the token (obs_t, a_{t-1}, r_{t-1}) and reads a_t from it (rolling window cache);
-    DPT reads out the current query against the cached context, then appends the transition.
+    DPT reads out the current query against the cached context, then appends the transition. The
+    action comes from the model's head (``ActionHead.act``): sampled at ``temperature``, or the
+    argmax / mean with ``greedy``.
     """
 
     def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False,
@@ -51,26 +46,33 @@ class ModelPolicy:
         self.config = model.config
         self.device = next(model.parameters()).device
         self.cache = model.new_cache(num_envs, device=self.device)
-        self.prev_action = torch.full((num_envs,), -1, dtype=torch.long, device=self.device)
+        self.prev_action = first_action(self.config.action, num_envs, self.device)  # (N,) or (N, d) sentinel
         self.prev_reward = torch.zeros(num_envs, device=self.device)
         self.t = 0
 
     def _obs(self, obs: np.ndarray) -> torch.Tensor:
         obs = np.asarray(obs)
-        return torch.as_tensor(obs[:, None] if obs.ndim == 1 else obs, device=self.device)  # (N, k)
+        return torch.as_tensor(obs.reshape(len(obs), -1), device=self.device)  # (N, k)
+
+    def _action(self, actions: np.ndarray) -> torch.Tensor:
+        a = np.asarray(actions)
+        if self.config.discrete_actions:
+            return torch.as_tensor(a, device=self.device)  # (N,)
+        return torch.as_tensor(a.reshape(len(a), -1), dtype=torch.float32, device=self.device)  # (N, d)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         if self.config.kind == "ad":
-            logits = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, A)
+            out = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, out)
         else:
-            logits = self.model.readout(self.cache, self._obs(obs))  # (N, A)
-        return softmax_sample(logits, self.rng, self.greedy, self.temperature)
+            out = self.model.readout(self.cache, self._obs(obs))  # (N, out)
+        actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
+        return actions.reshape(len(actions), *self.config.action.shape)
 
     @torch.no_grad()
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
                terminated: np.ndarray, truncated: np.ndarray) -> None:
-        a = torch.as_tensor(actions, device=self.device)
+        a = self._action(actions)
         r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
         if self.config.kind == "ad":
             self.prev_action, self.prev_reward = a, r
@@ -86,19 +88,10 @@ class OraclePolicy:
         self.task_dist, self.tasks = task_dist, tasks
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.task_dist.oracle_action(self.tasks, obs), dtype=np.int64)
+        return np.asarray(self.task_dist.oracle_action(self.tasks, obs))  # (N,) int or (N, *shape) float
 
     def update(self, *args: Any) -> None:
         pass
-
-
-def default_baselines(dist: Any) -> list[str]:
-    """Every baseline that fits the family: bandits get the classic algorithms, linear adds LinUCB."""
-    if hasattr(dist, "features"):  # linear bandit: arm features known to LinUCB
-        return ["random", "emp", "ucb", "thompson", "linucb", "oracle"]
-    if hasattr(dist, "means"):
-        return ["random", "emp", "ucb", "ucb1", "thompson", "oracle"]
-    return ["random", "oracle"]
 
 
 def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
@@ -118,14 +111,33 @@ def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
     return np.repeat(tasks, cfg.eval.rollouts, axis=0), name
 
 
-def curve_of(batch: HistoryBatch, metric: str, n: int) -> np.ndarray:
-    """(N, L) per-task curve: cumulative regret per step, or the return of each episode."""
+def episode_success(batch: HistoryBatch, n: int) -> np.ndarray:
+    """(N, E) 1.0 where the env reported ``success`` at some step of the episode, else 0.0."""
+    success = np.asarray(batch.steps["success"], dtype=bool)  # (S,)
+    ends = np.asarray(batch.steps["terminated"], bool) | np.asarray(batch.steps["truncated"], bool)  # (S,)
+    hist = np.repeat(np.arange(n), batch.lengths)  # (S,) history of each step
+    ended_before = np.concatenate([[0], np.cumsum(ends)])[:-1]  # (S,) episode ends before each step
+    episode = ended_before - ended_before[batch.offsets[:-1]][hist]  # (S,) episode index within its history
+    E = len(batch.episode_returns[0])
+    out = np.zeros((n, E))
+    keep = episode < E
+    np.maximum.at(out, (hist[keep], episode[keep]), success[keep].astype(np.float64))
+    return out
+
+
+def curves_of(batch: HistoryBatch, metric: str, n: int) -> dict[str, np.ndarray]:
+    """The per-task curves of one method: ``{metric: (N, L)}`` (cumulative regret per step, or the
+    return of each episode), plus ``success_rate`` (N, E) where the env reports success."""
     if metric == "cumulative_regret":
-        return np.cumsum(batch.steps["regret"].reshape(n, -1), axis=1)
-    return np.stack(batch.episode_returns)
+        return {metric: np.cumsum(batch.steps["regret"].reshape(n, -1), axis=1)}
+    out = {metric: np.stack(batch.episode_returns)}
+    if "success" in batch.steps:
+        out["success_rate"] = episode_success(batch, n)
+    return out
 
 
-def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str) -> np.ndarray:
+def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence,
+                 metric: str) -> dict[str, np.ndarray]:
     """The training data's source algorithms on the eval tasks, mixed by ``collect.fractions``.
 
     Task i is run by the source the collection plan would give it (a seeded permutation of the
@@ -137,22 +149,24 @@ def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedS
     counts = source_counts(n, cfg.collect.fractions, len(cfg.collect.algorithms))
     owner = np.random.default_rng(child_seed_sequence(seq, _POLICY + 1)).permutation(
         np.repeat(np.arange(len(counts)), counts))  # (n,) source of each eval task
-    curve = None
+    curves: dict[str, np.ndarray] | None = None
     for k, name in enumerate(cfg.collect.algorithms):
         if not (owner == k).any():
             continue
         rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
         policy = make_policy(name, n, dist, rng, **cfg.collect.algorithm_params())
-        c = curve_of(run_policy(cfg.env.id, cfg.eval_env_kwargs(), policy, tasks, seq, episodes=cfg.eval.episodes),
-                     metric, n)
-        curve = c if curve is None else curve
-        curve[owner == k] = c[owner == k]
-    return curve
+        c = curves_of(run_policy(cfg.env.id, cfg.eval_env_kwargs(), policy, tasks, seq, episodes=cfg.eval.episodes),
+                      metric, n)
+        curves = c if curves is None else curves
+        for key in curves:
+            curves[key][owner == k] = c[key][owner == k]
+    return curves
 
 
 def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str,
-                 model: torch.nn.Module | None = None) -> np.ndarray:
-    """(N, L) curve of one method (a baseline name, or "ad"/"dpt" for ``model``) on ``tasks``."""
+                 model: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
+    """Per-task curves of one method (a baseline name, or "ad"/"dpt" for ``model``) on ``tasks``:
+    ``{metric: (N, L)}`` and, where the env reports it, ``success_rate`` (see :func:`curves_of`)."""
     if method == "source":
         return source_curve(cfg, dist, tasks, seq, metric)
     n = len(tasks)
@@ -167,7 +181,7 @@ def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np
         except ValueError as e:
             raise ConfigError(f"eval.baselines: {method}: {e}") from None
     batch = run_policy(cfg.env.id, cfg.eval_env_kwargs(), policy, tasks, seq, episodes=cfg.eval.episodes)
-    return curve_of(batch, metric, n)
+    return curves_of(batch, metric, n)
 
 
 def run_seq(cfg: Config) -> np.random.SeedSequence:
@@ -175,20 +189,20 @@ def run_seq(cfg: Config) -> np.random.SeedSequence:
     return np.random.SeedSequence(cfg.eval.seed, spawn_key=(_EVAL_RUN,))
 
 
-def metric_of(dist: Any) -> str:
+def metric_of(spec: EnvSpec) -> str:
     """Bandits report the cumulative regret per step, MDPs the return per episode."""
-    return "cumulative_regret" if hasattr(dist, "means") else "episode_return"
+    return "cumulative_regret" if spec.reports_regret else "episode_return"
 
 
 def check_model_fits(cfg: Config, mcfg: Any) -> None:
-    """ConfigError unless the model's obs/actions match the eval env and its context holds the rollout."""
-    dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
-    spec = EnvSpec.of(cfg.env.id, cfg.eval_env_kwargs())
-    if (spec.obs_sizes, spec.n_actions) != (mcfg.obs_sizes, mcfg.n_actions):
-        raise ConfigError(f"--checkpoint: the model was built for obs {mcfg.obs_sizes} and {mcfg.n_actions} actions, "
-                          f"but {cfg.env.id} with these kwargs has obs {spec.obs_sizes} and {spec.n_actions} actions")
-    steps = dist.horizon * cfg.eval.episodes if hasattr(dist, "horizon") else None
-    if mcfg.window is None and steps is not None and steps > mcfg.block_size:
+    """ConfigError unless the model's spaces match the eval env and its context holds the rollout."""
+    spec = EnvSpec.for_env(cfg.env.id, cfg.eval_env_kwargs())
+    env_obs, env_act = space_to_dict(spec.observation_space), space_to_dict(spec.action_space)
+    if (mcfg.obs_space, mcfg.action_space) != (env_obs, env_act):
+        raise ConfigError(f"--checkpoint: the model was trained on obs {mcfg.observation} and actions {mcfg.action}, "
+                          f"but {cfg.env.id} has obs {spec.observation_space} and actions {spec.action_space}")
+    steps = spec.horizon * cfg.eval.episodes
+    if mcfg.window is None and steps > mcfg.block_size:
         raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context {mcfg.kind.upper()} "
                           f"model's block_size is {mcfg.block_size}; train with model.window for rollouts of any length")
 
@@ -201,11 +215,12 @@ def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
         ``eval/final`` and ``eval/mean_over_curve`` of the mean curve (return or cumulative regret).
     """
     dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
+    metric = metric_of(EnvSpec.of(dist))
     tasks, _ = eval_tasks(cfg)
     was_training = model.training
     model.eval()
     try:
-        curve = method_curve(cfg, model.config.kind, dist, tasks, run_seq(cfg), metric_of(dist), model).mean(0)  # (L,)
+        curve = method_curve(cfg, model.config.kind, dist, tasks, run_seq(cfg), metric, model)[metric].mean(0)  # (L,)
     finally:
         model.train(was_training)
     return {"eval/final": float(curve[-1]), "eval/mean_over_curve": float(curve.mean())}
@@ -233,28 +248,47 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
     start = time.perf_counter()
     env_kwargs = cfg.eval_env_kwargs()
     dist = envs.task_distribution(cfg.env.id, **env_kwargs)
+    spec = EnvSpec.of(dist)
     tasks, split = eval_tasks(cfg)
-    metric = metric_of(dist)
+    metric = metric_of(spec)
     model = None
     if checkpoint is not None:
         model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
         check_model_fits(cfg, mcfg)
-    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or default_baselines(dist))
+    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or list(spec.baselines))
+    if not spec.has_oracle and "oracle" in methods:
+        methods.remove("oracle")
     if model is not None and (mcfg.kind == "ad" or metric == "episode_return") and "source" not in methods:
         # AD imitates its source, and an MDP model learned from its histories: compare with the
         # source's own learning curve on the same tasks
         methods.append("source")
     seq = run_seq(cfg)
-    curves = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
-              for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
-    mean_curves, summary = summarise(curves)
+    per_method = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
+                  for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
+    curves = {f"{name}.{m}" if name != metric else m: c for m, cs in per_method.items() for name, c in cs.items()}
     results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split,
                "n_tasks": len(tasks) // cfg.eval.rollouts, "n_rollouts_per_task": cfg.eval.rollouts, "metric": metric,
-               "x": "step" if metric == "cumulative_regret" else "episode", "curves": mean_curves, "summary": summary,
+               "x": "step" if metric == "cumulative_regret" else "episode",
+               **summarise_all(curves), "spec": spec.to_dict(),
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
                "seed": cfg.seed, "wall_seconds": time.perf_counter() - start}
     return write_results(out_dir, results, curves)
+
+
+def summarise_all(curves: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``curves``/``summary`` of the main metric and ``other_metrics`` from a flat dict of per-task
+    curves whose keys are ``method`` (the main metric) or ``metric.method`` (e.g. ``success_rate.ad``)."""
+    main = {k: c for k, c in curves.items() if "." not in k}
+    mean_curves, summary = summarise(main)
+    out: dict[str, Any] = {"curves": mean_curves, "summary": summary}
+    others = sorted({k.split(".", 1)[0] for k in curves if "." in k})
+    if others:
+        out["other_metrics"] = {}
+        for name in others:
+            c, s = summarise({k.split(".", 1)[1]: v for k, v in curves.items() if k.startswith(name + ".")})
+            out["other_metrics"][name] = {"curves": c, "summary": s}
+    return out
 
 
 def write_results(out_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -292,8 +326,7 @@ def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], 
         rows = [a[m] for a in arrays]
         same = all(np.array_equal(r, rows[0]) for r in rows[1:])
         curves[m] = rows[0] if same else np.concatenate(rows)
-    mean_curves, summary = summarise(curves)
-    results = {**runs[0], "curves": mean_curves, "summary": summary, "seeds": list(seeds),
+    results = {**runs[0], **summarise_all(curves), "seeds": list(seeds),
                "per_seed": {str(s): {"summary": r["summary"], "wall_seconds": w, "probes": training_probes(d)}
                             for s, r, w, d in zip(seeds, runs, walls, train_dirs or run_dirs)},
                "checkpoint": None, "wall_seconds": float(sum(walls))}

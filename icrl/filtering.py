@@ -1,4 +1,5 @@
-"""Learning History Filtering, LHF (Chen, Zhang, Subramanian, Paternain 2025; DESIGN §6).
+"""Learning History Filtering, LHF (Chen, Zhang, Subramanian, Paternain 2025;
+docs/architecture.md#learning-history-filtering-lhf).
 
 Every learning history of a task gets a score U from its curve of returns R_1..R_E; a min-max
 step within the task turns U into a keep probability P; the paper's Algorithm 1 resamples the
@@ -28,14 +29,22 @@ The paper gives formulas, not code; the choices it leaves open, made here:
    whatever the number or order of the other tasks.
 6. Histories are grouped by their stored task index; all histories of one index must share their
    task parameters, which give R_max (``task_dist.max_return``).
-7. Bandits have no episodes (DESIGN §6): the returns are sums over consecutive windows of W =
+7. Bandits have no episodes: the returns are sums over consecutive windows of W =
    ``filter.window`` pulls of the whole history, across episode boundaries when ``episodes > 1``;
    a ragged tail shorter than W is dropped, a history shorter than W is an error. R_max =
    W max_a mu_a.
-8. A task whose R_max is not positive (a linear bandit whose means are all <= 0, a goal out of
-   reach within the horizon) is scored with R_max = the largest |return| of its histories, or 1
-   if they are all 0 (every U is then lam and P uniform); ``r_max`` records the value used.
-   U - lam is proportional to 1 / R_max, so the linear P does not depend on this scale.
+8. Negative returns (continuous-control families such as Point-Robot, where the reward is minus
+   a distance, so every return and R_max itself are negative): the formulas assume returns in
+   [0, R_max]. For a task where some episode return is negative, every return and R_max are
+   shifted by the lowest return b of the task's histories, R' = R - b and R'_max = R_max - b, so
+   the worst episode of the task scores 0 and the oracle R'_max; Improvement then keeps its
+   meaning, and Stability's drops R_{k+1} - R_k do not change under a shift (only their scale
+   1/R'_max does). Tasks whose returns are all >= 0 are scored exactly as before.
+   After the shift, a task whose R_max is still not positive (a linear bandit whose means are all
+   <= 0, a goal out of reach within the horizon) is scored with R_max = the largest |return| of
+   its histories, or 1 if they are all 0 (every U is then lam and P uniform). ``r_max`` records the
+   value used, ``shift`` the b subtracted (0 without a shift). U - lam is proportional to
+   1 / R_max, so the linear P does not depend on this scale.
 9. What training gets (``weights``, ``weighting_of``): resample -> the multiplicities as sampling
    weights ("sample"), i.e. drawing from the resampled dataset without copying it; sample -> P as
    sampling weights; loss -> P as cross-entropy weights ("loss"). P is not renormalised across
@@ -51,10 +60,11 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
+from icrl import envs
 from icrl.config import Config, to_dict
 from icrl.store import HistoryStore
 
-__all__ = ["lhf_scores", "lhf_probabilities", "resample_counts", "bandit_window_returns", "score_store",
+__all__ = ["lhf_scores", "task_scores", "lhf_probabilities", "resample_counts", "bandit_window_returns", "score_store",
            "weighting_of", "filter_dataset", "load_weights", "plot_best_worst"]
 
 DERIVED_NAME = "lhf"  # DIR/lhf.h5, listed in the manifest's "derived"
@@ -73,7 +83,7 @@ def _finite_1d(x: Any, what: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- scores
 def lhf_scores(returns: Sequence[np.ndarray], r_max: float, lam: float = 1.0) -> np.ndarray:
-    """LHF score U of every history of one task (Chen et al. 2025; DESIGN §6).
+    """LHF score U of every history of one task (Chen et al. 2025).
 
     Args:
         returns: One 1-D array of episodic (or windowed) returns per history, in order.
@@ -99,9 +109,34 @@ def lhf_scores(returns: Sequence[np.ndarray], r_max: float, lam: float = 1.0) ->
         improvement = (r.mean() + (r.max() - r.min())) / (2.0 * r_max)
         diffs = np.diff(r)  # (E - 1,) R_{k+1} - R_k
         drops = diffs[diffs < 0]
-        mean_drop = drops.mean() if drops.size else 0.0  # only the drops are averaged (DESIGN §6)
+        mean_drop = drops.mean() if drops.size else 0.0  # only the drops are averaged
         scores[i] = improvement + lam * (1.0 + mean_drop / r_max)
     return scores
+
+
+def task_scores(returns: Sequence[np.ndarray], r_max: float, lam: float = 1.0) -> tuple[np.ndarray, float, float]:
+    """LHF scores of one task's histories, with the module docstring's choice 8 for returns below
+    zero or a task with nothing to earn.
+
+    Args:
+        returns: One 1-D array of episodic (or windowed) returns per history, in order.
+        r_max: The task's optimal return per episode (``max_return``); may be <= 0.
+        lam: Weight lambda of Stability.
+
+    Returns:
+        ``(U, r_max_used, shift)``: the scores, the R_max they were computed with (after the shift),
+        and the shift b subtracted from every return (0 when all returns are >= 0).
+    """
+    finite = [np.asarray(c, dtype=np.float64) for c in returns]
+    lowest = min((float(np.min(c)) for c in finite if c.size), default=0.0)
+    shift = lowest if lowest < 0 else 0.0  # negative returns: the task's worst episode scores 0
+    if shift:
+        finite = [c - shift for c in finite]
+        r_max -= shift
+    if not r_max > 0:  # nothing to earn: scale by the largest |return| (or 1)
+        scale = np.abs(np.concatenate(finite)) if finite else np.zeros(0)
+        r_max = float(scale.max()) if scale.size and scale.max() > 0 else 1.0
+    return lhf_scores(finite, r_max, lam), float(r_max), float(shift)
 
 
 def lhf_probabilities(scores: np.ndarray, mode: str = "linear", alpha: float = 0.25) -> np.ndarray:
@@ -203,8 +238,6 @@ def _history_rewards(store: HistoryStore) -> list[np.ndarray]:
 
 
 def _task_dist(store: HistoryStore, task_dist: Any) -> Any:
-    from icrl import envs
-
     if task_dist is None:
         return envs.task_distribution(store.env_id, **store.env_kwargs)
     if getattr(task_dist, "env_id", "") and task_dist.env_id != store.env_id:
@@ -223,15 +256,19 @@ def score_store(store: HistoryStore, cfg: Config, task_dist: Any = None) -> dict
             from the manifest. Bandit families (with ``means``) use windowed returns.
 
     Returns:
-        ``{"U", "P", "r_max", "weights"}`` float64 and ``"counts"`` int64, each ``(n_histories,)``;
+        ``{"U", "P", "r_max", "shift", "weights"}`` float64 and ``"counts"`` int64, each ``(n_histories,)``;
         ``weights`` is what ``train(..., weights, weighting_of(cfg))`` takes.
     """
     f, dist = cfg.filter, _task_dist(store, task_dist)
-    bandit = hasattr(dist, "means")
+    bandit = isinstance(dist, envs.BanditTaskDistribution)
     curves = ([bandit_window_returns(r, f.window) for r in _history_rewards(store)] if bandit
               else store.episode_returns)
+    if not bandit and not dist.has_max_return:
+        raise ValueError(f"{store.env_id} gives no max_return, the R_max LHF scores against; turn filter.enabled off "
+                         f"or give the family's TaskDistribution a max_return")
     n = store.n_histories
-    out = {"U": np.empty(n), "P": np.empty(n), "r_max": np.empty(n), "counts": np.zeros(n, np.int64)}
+    out = {"U": np.empty(n), "P": np.empty(n), "r_max": np.empty(n), "shift": np.zeros(n),
+           "counts": np.zeros(n, np.int64)}
     for t in np.unique(store.task):
         idx = np.flatnonzero(store.task == t)  # dataset order = Algorithm 1's visiting order
         params = store.task_params[idx]
@@ -240,17 +277,13 @@ def score_store(store: HistoryStore, cfg: Config, task_dist: Any = None) -> dict
                              f"the dataset mixes tasks under one index: recollect it")
         task = params[:1].reshape(1, *dist.task_shape)
         r_max = float(f.window * dist.means(task)[0].max() if bandit else dist.max_return(task)[0])
-        task_curves = [curves[i] for i in idx]
-        if not r_max > 0:  # choice 8: nothing to earn, or rewards below zero
-            scale = np.abs(np.concatenate(task_curves))
-            r_max = float(scale.max()) if scale.size and scale.max() > 0 else 1.0
         try:
-            u = lhf_scores(task_curves, r_max, f.lam)
+            u, r_max, shift = task_scores([curves[i] for i in idx], r_max, f.lam)
         except ValueError as exc:  # name the dataset's histories, not the task-local index
             raise ValueError(f"task {t} (histories {idx.tolist()}): {exc}") from exc
         p = lhf_probabilities(u, f.mode, f.alpha)
         rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_LHF, int(t))))
-        out["U"][idx], out["P"][idx], out["r_max"][idx] = u, p, r_max
+        out["U"][idx], out["P"][idx], out["r_max"][idx], out["shift"][idx] = u, p, r_max, shift
         out["counts"][idx] = resample_counts(p, rng)
     out["weights"] = out["counts"].astype(np.float64) if f.use == "resample" else out["P"].copy()
     return out
@@ -291,7 +324,7 @@ def filter_dataset(cfg: Config, directory: str | os.PathLike, task_dist: Any = N
     with HistoryStore(directory) as store:
         dist = _task_dist(store, task_dist)
         arrays = score_store(store, cfg, dist)
-        bandit = hasattr(dist, "means")
+        bandit = isinstance(dist, envs.BanditTaskDistribution)
         order = np.argsort(arrays["U"], kind="stable")
         k = min(_N_EXTREMES, store.n_histories)
         best, worst = order[::-1][:k], order[:k]

@@ -1,4 +1,4 @@
-"""Learning-history storage: HDF5 shards plus a JSON manifest (DESIGN §4).
+"""Learning-history storage: HDF5 shards plus a JSON manifest (docs/architecture.md#learning-histories-and-storage).
 
 A dataset is a folder ``DIR/``: ``shard-NNNNN.h5`` files (5-digit index, one block of histories
 each), derived files ``<name>.h5`` (LHF scores, weights) and ``manifest.json``, written last::

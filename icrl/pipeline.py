@@ -1,4 +1,4 @@
-"""The whole experiment as one function: collect (or stream) -> train -> eval (DESIGN §1)."""
+"""The whole experiment as one function: collect (or stream) -> train -> eval (docs/architecture.md#data-flow)."""
 from __future__ import annotations
 
 import dataclasses
@@ -71,9 +71,11 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> tuple[dict[s
     model) and ``RUN/results.json`` aggregates them (``aggregate_seeds``).
     """
     from icrl.collect import collect
-    from icrl.training import train
+    from icrl.spaces import EnvSpec
+    from icrl.training import check_trainable, train
 
     run_dir = Path(run_dir)
+    check_trainable(cfg, EnvSpec.for_env(cfg.env.id, cfg.env.kwargs))  # before collecting anything
     if cfg.seeds:
         walls = []
         for s in cfg.seeds:

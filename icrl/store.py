@@ -1,4 +1,4 @@
-"""Reading a dataset folder written by :class:`icrl.histories.DatasetWriter` (format: DESIGN §4
+"""Reading a dataset folder written by :class:`icrl.histories.DatasetWriter` (format: docs/architecture.md#learning-histories-and-storage
 and :mod:`icrl.histories`): the manifest check and :class:`HistoryStore`, which loads the
 per-history index at open and reads steps on demand, plus derived files (LHF scores, weights)
 written next to the shards and listed in the manifest.
@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from icrl.spaces import EnvSpec, SpaceError
 from icrl.histories import (
     _H5_ERRORS,
     _NAME_RE,
@@ -80,6 +81,7 @@ class HistoryStore:
         self.env_id: str = self.manifest["env_id"]
         self.env_kwargs: dict[str, Any] = self.manifest["env_kwargs"]
         self.sources: list[str] = list(self.manifest["sources"])
+        self._spec: dict[str, Any] | None = self.manifest.get("spec")
         self._files: list[h5py.File] = []
         self._pid, self._closed = -1, False
         self._open()
@@ -130,6 +132,22 @@ class HistoryStore:
                 self.close()
                 raise ValueError(f"{p.name} is unreadable ({exc}); run `icrl verify "
                                  f"{self.directory}`") from exc
+
+    @property
+    def spec(self) -> EnvSpec:
+        """The env spec the histories were collected under: the manifest's ``spec``, or, for a
+        dataset written before specs were stored, rebuilt from its env id and kwargs."""
+        if self._spec is not None:
+            try:
+                return EnvSpec.from_dict(self._spec)
+            except SpaceError as e:
+                raise ValueError(f"{self.directory}/manifest.json: bad spec ({e})") from None
+        try:
+            return EnvSpec.for_env(self.env_id, self.env_kwargs)
+        except ValueError as e:
+            raise ValueError(f"{self.directory}/manifest.json has no spec and its env {self.env_id} cannot be "
+                             f"built to rebuild it ({str(e).splitlines()[0][:80]}); import the module that "
+                             f"registers it (env.module)") from None
 
     def _check(self, i: int) -> int:
         _require(not self._closed, f"HistoryStore({self.directory}) is closed; open a new one")

@@ -2,7 +2,7 @@
 
 Keys are namespaced (``train/…``, ``eval/…``, ``time/…``). The wandb mode is passed to
 ``wandb.init`` only when the config sets it: an explicit mode overrides ``WANDB_MODE``, and
-presets never set one (DESIGN §8).
+presets never set one (docs/architecture.md#training).
 """
 from __future__ import annotations
 

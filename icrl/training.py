@@ -1,7 +1,7 @@
-"""Supervised pretraining of AD and DPT (DESIGN §8): ``learn -> sample batch -> step``.
+"""Supervised pretraining of AD and DPT (docs/architecture.md#training): ``learn -> sample batch -> step``.
 
-AdamW with linear warm-up and cosine decay, global-norm gradient clipping, weighted
-cross-entropy; bf16 autocast and SDPA flash kernels on CUDA. A run folder holds
+AdamW with linear warm-up and cosine decay, global-norm gradient clipping, the action head's
+weighted loss (cross-entropy, Gaussian NLL or tanh MSE); bf16 autocast and SDPA flash kernels on CUDA. A run folder holds
 ``checkpoint/``, ``metrics.jsonl`` and the data. ``resume=True`` restores weights, optimizer,
 step and every RNG state, so the continued run equals the uninterrupted one.
 """
@@ -22,16 +22,18 @@ from tqdm.auto import tqdm
 
 from icrl.checkpoint import load_model, load_training_state, save_checkpoint
 from icrl.config import Config, ConfigError
-from icrl.data import EnvSpec, HistorySampler, StreamSampler
+from icrl.data import HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
-from icrl.store import HistoryStore
 from icrl.integrity import verify
+from icrl.models import check_batch, head_loss
 from icrl.models import make_model as build_model
-from icrl.models.losses import ad_loss, dpt_loss
-from icrl.models.transformer import ModelConfig, check_batch
+from icrl.models.transformer import ModelConfig
+from icrl.spaces import EnvSpec, space_to_dict
+from icrl.store import HistoryStore
 from icrl.tracking import Tracker
 
-_TRAIN = 3  # spawn key of the training data stream (collection uses 0..2)
+_TRAIN = 3  # spawn key of the training data stream (collection uses 0..2, LHF 4)
+_OBS_STATS = 5  # spawn key of the stream batches that give Box observations their statistics
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,6 +79,14 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     with store:
         if store.env_id != cfg.env.id:
             raise ConfigError(f"data.dataset: {path} holds {store.env_id} histories but env.id is {cfg.env.id}")
+        try:
+            stored = store.spec
+        except ValueError as e:
+            raise ConfigError(f"data.dataset: {e}") from None
+        if not stored.same_world(spec):
+            raise ConfigError(f"data.dataset: {path} was collected with obs {space_to_dict(stored.observation_space)['type']} "
+                              f"and actions {space_to_dict(stored.action_space)['type']}, but {cfg.env.id} with env.kwargs "
+                              f"now has other spaces; collect again or restore the kwargs it was collected with")
         batch = store.load()
     if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
         weights, weighting = lhf_weights(cfg, path)
@@ -86,7 +96,7 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                           f"{d.episode_stride} episodes")
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
-        return HistorySampler(batch, kind, length, weights, weighting, d.readouts), length
+        return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions), length
     except ValueError as e:
         stride = f" (histories as kept by data.episode_stride={d.episode_stride})" if d.episode_stride > 1 else ""
         raise ConfigError(f"data: {e}{stride}") from None
@@ -108,19 +118,43 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
     block = m.block_size or length
     if length > block:
         raise ConfigError(f"model.block_size: {block} is shorter than the training context of {length} steps")
-    return ModelConfig(kind=m.kind, obs_sizes=spec.obs_sizes, n_actions=spec.n_actions, n_layer=m.n_layer,
-                       n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
-                       window=m.window or None, rope=m.rope)
+    try:
+        return ModelConfig(kind=m.kind, obs_space=space_to_dict(spec.observation_space),
+                           action_space=space_to_dict(spec.action_space), head=m.head, n_layer=m.n_layer,
+                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
+                           window=m.window or None, rope=m.rope)
+    except ValueError as e:
+        raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
+
+
+def check_trainable(cfg: Config, spec: EnvSpec) -> None:
+    """ConfigError before any work when the method cannot learn on this env (DPT needs an oracle)."""
+    if cfg.model.kind == "dpt" and not spec.has_oracle:
+        raise ConfigError(f"model.kind: DPT learns the oracle's action, and {cfg.env.id} has no oracle_action")
+
+
+def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
+    dataset, or a few batches of a stream (drawn with their own generator)."""
+    if isinstance(sampler, HistorySampler):
+        return sampler.obs
+    rows = []
+    for _ in range(4):
+        b = sampler.sample(rng, batch_size)
+        x = b["obs"] if "obs" in b else b["ctx_obs"]  # (B, T, k)
+        rows.append(x.reshape(-1, x.shape[-1]))
+    return torch.cat(rows).numpy()  # (N, k)
 
 
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Weighted cross-entropy of one batch (AD: every position; DPT: every prefix 0..n)."""
+    """The action head's weighted loss on one batch (AD: every position; DPT: every prefix 0..n)."""
+    head = getattr(model, "module", model).head  # under DDP, the wrapped model's
     if kind == "ad":
-        logits = model(batch["obs"], batch["prev_action"], batch["prev_reward"])  # (B, T, A)
-        return ad_loss(logits, batch["target"], batch["weights"])
-    logits = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
-                   batch["query_obs"], batch.get("prefixes"))  # (B, J, A)
-    return dpt_loss(logits, batch["target"], batch["weights"])
+        out = model(batch["obs"], batch["prev_action"], batch["prev_reward"])  # (B, T, out)
+    else:
+        out = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
+                    batch["query_obs"], batch.get("prefixes"))  # (B, J, out)
+    return head_loss(head, out, batch["target"], batch["weights"])
 
 
 class Distributed:
@@ -233,7 +267,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         device = torch.device("cuda", ddp.local_rank)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    spec = EnvSpec.of(cfg.env.id, cfg.env.kwargs)
+    spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)
+    check_trainable(cfg, spec)
     sampler, length = make_sampler(cfg, run_dir, spec, weights, weighting)
     mcfg = model_config(cfg, spec, length)
     if isinstance(sampler, HistorySampler):  # a dataset from disk: its obs/actions must fit the model
@@ -251,7 +286,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         if saved != mcfg:
             raise ConfigError(f"--resume: {ckpt} holds a model {saved.to_dict()} but the config builds {mcfg.to_dict()}")
     else:
-        model = build_model(mcfg, torch.Generator().manual_seed(cfg.seed)).to(device)
+        model = build_model(mcfg, torch.Generator().manual_seed(cfg.seed))
+        if not spec.discrete_obs:  # Box observations: normalised by the training data's statistics
+            stats_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_OBS_STATS,)))
+            model.obs_enc.set_stats(training_obs(sampler, stats_rng, cfg.train.batch_size))
+        model = model.to(device)
     optimizer = make_optimizer(model, cfg, device)
     if resume:
         state, optim_state = load_training_state(ckpt)
@@ -277,7 +316,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         rngs = ddp.gather((rng.bit_generator.state, torch.get_rng_state().tolist()))
         if ddp.master:
             save_checkpoint(ckpt, model, mcfg, optimizer, {"step": step, "numpy_rng": [r[0] for r in rngs],
-                                                           "torch_rng": [r[1] for r in rngs]})
+                                                           "torch_rng": [r[1] for r in rngs]}, spec)
         last_good = step
 
     try:

@@ -1,6 +1,6 @@
 """Benchmark: batched collection vs one task (or run) at a time, measured side by side.
 
-Two sections; ``--only`` picks one, by default both run.
+Three sections; ``--only`` picks one, by default all run.
 
 1. bandit: batched bandit collection vs a plain per-task Python loop. The batched path is the
    real one: ``collect_block`` (policy + native vector env + recording of every step) on 1,000
@@ -19,12 +19,21 @@ Two sections; ``--only`` picks one, by default both run.
    env) vs the same kind of runs one at a time: a plain loop over single-learner PPO objects, each
    driven by ``run_policy`` on a one-env vector env (timed on ``--ppo-loop-runs`` runs; the cost
    is per run).
+3. ppo_box: batched independent Box (diagonal Gaussian) PPO learners on the point robot
+   (``icrl/PointRobot-v0``: 2-D position, actions in [-1, 1]^2 scaled by 0.1, reward -distance to
+   a hidden goal, H 20), the same comparison as ``ppo``: env steps/s of ``--ppo-box-runs`` runs
+   batched in one ``collect_block`` vs single-learner runs one at a time through ``run_policy``
+   (timed on ``--ppo-box-loop-runs`` runs), default ``collect.ppo_*`` hyper-parameters. How well
+   they learn is reported as the normalised score of the last 10 episodes,
+   (R - R_random) / (R_oracle - R_random), with R_random the mean return of uniformly random
+   actions on the same goals; a run counts as learned at a score >= 0.8.
 
-In both sections the two sides are timed in this process, alternately (so a burst of load
+In every section the two sides are timed in this process, alternately (so a burst of load
 elsewhere hits both alike), and the best of ``--repeats`` is reported.
 
-    python scripts/bench_collect.py [--only {bandit,ppo}] [--tasks 1000] [--horizon 500] [--loop-tasks 100]
-        [--ppo-runs 64] [--ppo-episodes 300] [--ppo-loop-runs 8] [--repeats 3] [--json PATH]
+    python scripts/bench_collect.py [--only {bandit,ppo,ppo_box}] [--tasks 1000] [--horizon 500] [--loop-tasks 100]
+        [--ppo-runs 64] [--ppo-episodes 300] [--ppo-loop-runs 8] [--ppo-box-runs 256] [--ppo-box-episodes 100]
+        [--ppo-box-loop-runs 8] [--repeats 3] [--json PATH]
 """
 from __future__ import annotations
 
@@ -48,7 +57,11 @@ PRIOR_MEAN, PRIOR_STD = 0.5, math.sqrt(1 / 12)
 UCB_C = 1.0
 
 PPO_ENV_ID = "icrl/DarkRoom-v0"
+PPO_BOX_ENV_ID = "icrl/PointRobot-v0"
 LEARNED_AT = 0.8  # a PPO run is learned when its last 10 episodes average >= this fraction of the oracle return
+# a Box PPO run is learned when the normalised score of its last 10 episodes is >= this (returns are negative there,
+# so a fraction of the oracle return means nothing)
+BOX_LEARNED_AT = 0.8
 
 
 def best_of(repeats: int, paths: dict[str, Callable[[int], Any]]) -> dict[str, tuple[float, Any]]:
@@ -218,13 +231,86 @@ def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# ppo_box: batched independent Gaussian-policy learners vs one run at a time
 
-SECTIONS = {"bandit": bench_bandit, "ppo": bench_ppo}
+
+def bench_ppo_box(args: argparse.Namespace) -> dict[str, Any]:
+    """Env steps/s of batched Box PPO runs vs one at a time, and their scores; prints, returns the JSON section."""
+    if PPO_BOX_ENV_ID not in envs.family_ids():
+        print(f"{PPO_BOX_ENV_ID} is not registered (no envs/point_robot.py); the ppo_box section needs it: skipped")
+        return {"skipped": f"{PPO_BOX_ENV_ID} not registered"}
+    runs, episodes, loop_runs, seed = args.ppo_box_runs, args.ppo_box_episodes, args.ppo_box_loop_runs, args.ppo_seed
+    dist = envs.task_distribution(PPO_BOX_ENV_ID)
+    tasks = dist.sample(runs, np.random.default_rng(seed))  # (runs, 2) goals from the train split
+    oracle = dist.max_return(tasks)  # (runs,)
+    params = CollectConfig().algorithm_params()
+    steps_per_run = episodes * dist.horizon
+    index, zeros = np.arange(runs), np.zeros(runs, np.int64)
+    random_returns = np.stack(collect_block(PPO_BOX_ENV_ID, {}, "random", {}, tasks, index, zeros, 0,
+                                            np.random.SeedSequence([seed, 99]), episodes=10).episode_returns)
+    baseline = random_returns.mean(1)  # (runs,) R_random of every goal
+
+    def batched(rep: int) -> np.ndarray:
+        """All runs at once; (runs, episodes) returns."""
+        batch = collect_block(PPO_BOX_ENV_ID, {}, "ppo", params, tasks, index, zeros, 0,
+                              np.random.SeedSequence([seed, rep]), episodes=episodes)
+        return np.stack(batch.episode_returns)
+
+    def one_at_a_time(rep: int) -> np.ndarray:
+        """The first ``loop_runs`` runs, each its own single-learner PPO object; (loop_runs, episodes) returns."""
+        returns = []
+        for i in range(loop_runs):
+            seq = np.random.SeedSequence([seed, rep, i])
+            policy = make_policy("ppo", 1, dist, np.random.default_rng(seq), **params)
+            batch = run_policy(PPO_BOX_ENV_ID, {}, policy, tasks[i:i + 1], seq, episodes=episodes)
+            returns.append(batch.episode_returns[0])
+        return np.stack(returns)
+
+    collect_block(PPO_BOX_ENV_ID, {}, "ppo", params, tasks[:2], np.arange(2), np.zeros(2, np.int64), 0,
+                  np.random.SeedSequence(0), episodes=6)  # warm-up: first-call costs stay out of the timings
+    timed = best_of(args.repeats, {"batched": batched, "loop": one_at_a_time})
+    (t_batch, batch_returns), (t_loop, loop_returns) = timed["batched"], timed["loop"]
+
+    def score(returns: np.ndarray, rows: slice) -> np.ndarray:
+        """(k,) normalised score of the last 10 episodes of each run."""
+        return (returns[:, -10:].mean(1) - baseline[rows]) / (oracle[rows] - baseline[rows])
+
+    scores, loop_scores = score(batch_returns, slice(None)), score(loop_returns, slice(0, loop_runs))
+    batch_rate = runs * steps_per_run / t_batch
+    loop_rate = loop_runs * steps_per_run / t_loop
+
+    print(f"{PPO_BOX_ENV_ID} (H {dist.horizon}, actions {dist.action_space}): {runs} independent Gaussian-policy "
+          f"PPO runs x {episodes} episodes, default collect.ppo_* parameters (clipped actions)")
+    print(f"  mean return: random {baseline.mean():.2f}, first 10 episodes {batch_returns[:, :10].mean():.2f}, "
+          f"last 10 {batch_returns[:, -10:].mean():.2f}, oracle {oracle.mean():.2f}; normalised score of the last 10 "
+          f"episodes: mean {scores.mean():.2f}, learned (>= {BOX_LEARNED_AT}) {(scores >= BOX_LEARNED_AT).mean():.3f}")
+    print(f"  batched wall time: {t_batch:.1f} s for {runs * steps_per_run:,} env steps")
+    print(f"  env steps/s: batched {batch_rate:,.0f}, one run at a time {loop_rate:,.0f} "
+          f"(on {loop_runs} runs; mean score {loop_scores.mean():.2f}) -> "
+          f"ratio {batch_rate / loop_rate:.1f}x (best of {args.repeats}, measured alternately in this process)")
+
+    return {"measures": "env steps/s of runs independent Box PPO learners batched in one collect_block (batched) vs "
+                        "loop_runs single-learner runs one at a time via run_policy (loop); score = (mean return of "
+                        "the last 10 episodes - random's) / (oracle's - random's)",
+            "env_id": PPO_BOX_ENV_ID, "runs": runs, "episodes": episodes, "episode_steps": dist.horizon,
+            "loop_runs": loop_runs, "seed": seed, "learned_at": BOX_LEARNED_AT,
+            "params": {k: v for k, v in params.items() if k.startswith("ppo_")},
+            "mean_score": float(scores.mean()), "learned_fraction": float((scores >= BOX_LEARNED_AT).mean()),
+            "loop_mean_score": float(loop_scores.mean()), "mean_random_return": float(baseline.mean()),
+            "mean_return_first10": float(batch_returns[:, :10].mean()),
+            "mean_return_last10": float(batch_returns[:, -10:].mean()), "mean_oracle_return": float(oracle.mean()),
+            "batched_seconds": t_batch, "loop_seconds": t_loop,
+            "batched_steps_per_s": batch_rate, "loop_steps_per_s": loop_rate, "speedup": batch_rate / loop_rate}
+
+
+# ----------------------------------------------------------------------------------------------
+
+SECTIONS = {"bandit": bench_bandit, "ppo": bench_ppo, "ppo_box": bench_ppo_box}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=sorted(SECTIONS), default=None, help="run one section (default: both)")
+    parser.add_argument("--only", choices=sorted(SECTIONS), default=None, help="run one section (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each side; the best is reported")
     parser.add_argument("--json", default=None, help="also write the numbers of the sections run to this JSON file")
     bandit = parser.add_argument_group("bandit")
@@ -235,17 +321,28 @@ def main() -> None:
     ppo.add_argument("--ppo-runs", type=int, default=64, help="independent PPO runs, batched")
     ppo.add_argument("--ppo-episodes", type=int, default=300, help="episodes per run (H 20 steps each)")
     ppo.add_argument("--ppo-loop-runs", type=int, default=8, help="runs timed one at a time")
-    ppo.add_argument("--ppo-seed", type=int, default=0, help="seed of the goals and of the PPO runs")
+    ppo.add_argument("--ppo-seed", type=int, default=0, help="seed of the goals and PPO runs (both PPO sections)")
+    ppo_box = parser.add_argument_group("ppo_box")
+    ppo_box.add_argument("--ppo-box-runs", type=int, default=256, help="independent Box PPO runs, batched")
+    ppo_box.add_argument("--ppo-box-episodes", type=int, default=100, help="episodes per run (H 20 steps each)")
+    ppo_box.add_argument("--ppo-box-loop-runs", type=int, default=8, help="Box runs timed one at a time")
     args = parser.parse_args()
     for flag, value in [("--repeats", args.repeats), ("--tasks", args.tasks), ("--horizon", args.horizon),
                         ("--loop-tasks", args.loop_tasks), ("--ppo-runs", args.ppo_runs),
-                        ("--ppo-episodes", args.ppo_episodes), ("--ppo-loop-runs", args.ppo_loop_runs)]:
+                        ("--ppo-episodes", args.ppo_episodes), ("--ppo-loop-runs", args.ppo_loop_runs),
+                        ("--ppo-box-runs", args.ppo_box_runs), ("--ppo-box-episodes", args.ppo_box_episodes),
+                        ("--ppo-box-loop-runs", args.ppo_box_loop_runs)]:
         if value < 1:
             parser.error(f"{flag} must be >= 1; got {value}")
     if args.loop_tasks > args.tasks:
         parser.error(f"--loop-tasks ({args.loop_tasks}) must be <= --tasks ({args.tasks})")
     if args.ppo_loop_runs > args.ppo_runs:
         parser.error(f"--ppo-loop-runs ({args.ppo_loop_runs}) must be <= --ppo-runs ({args.ppo_runs})")
+    if args.ppo_box_loop_runs > args.ppo_box_runs:
+        parser.error(f"--ppo-box-loop-runs ({args.ppo_box_loop_runs}) must be <= --ppo-box-runs ({args.ppo_box_runs})")
+    if args.ppo_box_episodes < 10:
+        parser.error(f"--ppo-box-episodes must be >= 10 (the score averages the last 10 episodes); got "
+                     f"{args.ppo_box_episodes}")
 
     out: dict[str, Any] = {"script": "scripts/bench_collect.py", "argv": sys.argv[1:], "repeats": args.repeats,
                            "timing": "best wall seconds of repeats, the two sides of a section run alternately "

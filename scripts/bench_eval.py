@@ -31,7 +31,7 @@ def timed(fn, reps: int) -> float:
 
 
 def bench_dpt(n: int, batch: int, g: torch.Generator) -> dict:
-    cfg = ModelConfig(kind="dpt", obs_sizes=[1], n_actions=5, n_layer=3, n_head=4, n_embd=64, block_size=n + 1)
+    cfg = ModelConfig.from_dict(dict(kind="dpt", obs_sizes=[1], n_actions=5, n_layer=3, n_head=4, n_embd=64, block_size=n + 1))
     model = DPTModel(cfg, g).eval()
     obs = torch.zeros(batch, n + 1, 1, dtype=torch.long)
     act = torch.randint(0, 5, (batch, n + 1), generator=g)
@@ -57,7 +57,7 @@ def bench_dpt(n: int, batch: int, g: torch.Generator) -> dict:
 
 
 def bench_ad(n: int, batch: int, g: torch.Generator) -> dict:
-    cfg = ModelConfig(kind="ad", obs_sizes=[1], n_actions=5, n_layer=3, n_head=4, n_embd=64, block_size=n, window=n)
+    cfg = ModelConfig.from_dict(dict(kind="ad", obs_sizes=[1], n_actions=5, n_layer=3, n_head=4, n_embd=64, block_size=n, window=n))
     model = ADModel(cfg, g).eval()
     obs = torch.zeros(batch, n, 1, dtype=torch.long)
     act = torch.randint(0, 5, (batch, n), generator=g)
@@ -78,12 +78,12 @@ def bench_ad(n: int, batch: int, g: torch.Generator) -> dict:
 
 def bench_train(batch: int) -> dict:
     from icrl.config import load_config
-    from icrl.data import EnvSpec
+    from icrl.spaces import EnvSpec
     from icrl.models import make_model
     from icrl.training import loss_of, make_sampler, model_config
 
     cfg = load_config("configs/quickstart.yaml")
-    spec = EnvSpec.of(cfg.env.id, cfg.env.kwargs)
+    spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)
     sampler, n = make_sampler(cfg, None, spec)
     model = make_model(model_config(cfg, spec, n))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -25,9 +25,10 @@ from icrl import envs
 from icrl.checkpoint import load_model
 from icrl.collectors import run_policy
 from icrl.config import load_config
-from icrl.data import EnvSpec, HistorySampler
+from icrl.data import HistorySampler
 from icrl.evaluation import ModelPolicy
 from icrl.posterior import arm_posterior_probs, cross_entropy, entropy, linear_posterior_probs
+from icrl.spaces import EnvSpec
 from icrl.training import make_sampler
 
 
@@ -38,7 +39,7 @@ def prefix_sums(x: np.ndarray) -> np.ndarray:
 
 def posterior(dist, actions: np.ndarray, rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """P(a* | first j transitions) for every prefix: actions, rewards (B, n) -> (B, n+1, K)."""
-    if hasattr(dist, "features"):  # linear bandit
+    if isinstance(dist, envs.LinearBanditTaskDistribution):
         x = dist.features[actions]  # (B, n, d)
         xtx = prefix_sums(x[..., :, None] * x[..., None, :])  # (B, n+1, d, d)
         xtr = prefix_sums(x * rewards[..., None])  # (B, n+1, d)
@@ -85,11 +86,11 @@ def main() -> None:
     if cfg.model.kind != "dpt":
         raise SystemExit("posterior_gap: the model must be a DPT (its loss targets P(a* | D))")
     dist = envs.task_distribution(cfg.env.id, **cfg.env.kwargs)
-    if not (hasattr(dist, "features") or hasattr(dist, "prior")):
+    if not isinstance(dist, envs.BanditTaskDistribution):
         raise SystemExit(f"posterior_gap: {cfg.env.id} has no known-prior posterior; use a bandit family")
     model, _ = load_model(args.checkpoint, torch.device("cpu"))
     model.eval()
-    sampler, n = make_sampler(cfg, Path(args.checkpoint).parent, EnvSpec.of(cfg.env.id, cfg.env.kwargs))
+    sampler, n = make_sampler(cfg, Path(args.checkpoint).parent, EnvSpec.for_env(cfg.env.id, cfg.env.kwargs))
     if args.contexts == "own":
         sampler = OwnRollouts(model, cfg, dist, n)
     rng = np.random.default_rng(args.seed)

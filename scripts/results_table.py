@@ -10,15 +10,34 @@ import sys
 from pathlib import Path
 
 
+def normalised(r: dict, value: float, key: str) -> float | None:
+    """(R - R_random) / (R_oracle - R_random) of a return, with random's and the oracle's ``key``
+    ("final" or "mean_over_curve") of the same run; None without both or for regret."""
+    s = r["summary"]
+    if r["metric"] != "episode_return" or "random" not in s or "oracle" not in s:
+        return None
+    return (value - s["random"][key]) / (s["oracle"][key] - s["random"][key])
+
+
 def method_table(r: dict) -> list[str]:
-    """One row per method, best first (highest return or lowest regret)."""
+    """One row per method, best first (highest return or lowest regret); with random and the oracle,
+    the normalised score of the final return too; with a success rate, its final value."""
     regret = r["metric"] == "cumulative_regret"
     rows = sorted(r["summary"].items(), key=lambda kv: kv[1]["final"], reverse=not regret)
     head = "final regret" if regret else "final return"
-    out = [f"| method | mean over the curve | {head} |", "| --- | --- | --- |"]
+    norm = normalised(r, 0.0, "final") is not None
+    success = r.get("other_metrics", {}).get("success_rate", {}).get("summary")
+    cols = ["method", "mean over the curve", head] + (["normalised final"] if norm else []) \
+        + (["success, final episode"] if success else [])
+    out = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for m, s in rows:
         bold = "**" if m in ("ad", "dpt") else ""
-        out.append(f"| {bold}{m}{bold} | {s['mean_over_curve']:.2f} | {bold}{s['final']:.2f} ± {s['final_stderr']:.2f}{bold} |")
+        cells = [f"{bold}{m}{bold}", f"{s['mean_over_curve']:.2f}", f"{bold}{s['final']:.2f} ± {s['final_stderr']:.2f}{bold}"]
+        if norm:
+            cells.append(f"{normalised(r, s['final'], 'final'):.3f}")
+        if success:
+            cells.append(f"{success[m]['final']:.3f} ± {success[m]['final_stderr']:.3f}" if m in success else "")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 

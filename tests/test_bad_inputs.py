@@ -2,6 +2,8 @@
 raise a traceback; a full disk leaves the earlier data intact."""
 import errno
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,3 +123,107 @@ def test_nan_loss_stops_training_naming_step_and_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0
     assert "at step" in err and "last good checkpoint is step" in err
+
+
+# ---------------------------------------------------------------- the space contract
+
+
+def _family(env_id: str, obs_sp, act_sp, nan_at: int | None = None):
+    """Register a tiny user family with the given spaces; its env returns NaN observations from
+    step ``nan_at`` of every episode on. Returns the id (unregistered by the fixture)."""
+    import gymnasium
+    import numpy as np
+    from gymnasium.vector import AutoresetMode, VectorEnv
+    from gymnasium.vector.utils import batch_space
+
+    from icrl import envs
+
+    class Tasks(envs.TaskDistribution):
+        task_shape = (1,)
+        observation_space, action_space, horizon = obs_sp, act_sp, 5
+
+        def sample(self, n, rng):
+            return rng.uniform(-1, 1, (n, 1))
+
+    class Env(gymnasium.Env):
+        def __init__(self):
+            self.observation_space, self.action_space, self.horizon = obs_sp, act_sp, 5
+
+    class Vec(VectorEnv):
+        metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+        def __init__(self, num_envs=1):
+            self.num_envs = num_envs
+            self.single_observation_space, self.single_action_space = obs_sp, act_sp
+            self.observation_space = batch_space(obs_sp, num_envs)
+            self.action_space = batch_space(act_sp, num_envs)
+
+        def reset(self, *, seed=None, options=None):
+            self.t = np.zeros(self.num_envs, np.int64)
+            return np.zeros((self.num_envs, 1), np.float32), {}
+
+        def step(self, actions):
+            self.t += 1
+            obs = np.full((self.num_envs, 1), np.nan if nan_at is not None and self.t[0] >= nan_at else 0.0, np.float32)
+            trunc = self.t >= 5
+            self.t[trunc] = 0
+            info = {"final_obs": np.array([o for o in obs] + [None])[:-1], "_final_obs": trunc} if trunc.any() else {}
+            return obs, np.zeros(self.num_envs), np.zeros(self.num_envs, bool), trunc, info
+
+    envs.register_family(env_id, Env, Vec, Tasks)
+    return env_id
+
+
+@pytest.fixture
+def user_families():
+    import gymnasium
+
+    from icrl.envs import tasks as registry
+
+    ids = []
+    yield ids
+    for env_id in ids:
+        registry._FAMILIES.pop(env_id, None)
+        gymnasium.registry.pop(env_id, None)
+
+
+def test_spaces_outside_the_contract_are_one_line_errors_with_nothing_written(tmp_path, capsys, user_families):
+    import numpy as np
+    from gymnasium import spaces
+
+    box = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    cases = [
+        (spaces.Dict({"pos": box}), box, "observation space Dict"),
+        (box, spaces.Box(-np.inf, np.inf, (1,), np.float32), "unbounded"),
+        (box, spaces.MultiBinary(2), "action space MultiBinary"),
+    ]
+    for i, (obs_space, action_space, needle) in enumerate(cases):
+        env_id = _family(f"bad/Space{i}-v0", obs_space, action_space)
+        user_families.append(env_id)
+        for cmd in (["collect", "--out", str(tmp_path / f"d{i}")], ["run", "--out", str(tmp_path / f"r{i}")]):
+            _one_line_error(capsys, main([*cmd, f"env.id={env_id}", "collect.algorithms=random"]), needle)
+    assert not list(tmp_path.iterdir())
+
+
+def test_nan_observation_of_a_user_env_names_step_and_task_and_writes_nothing(tmp_path, capsys, user_families):
+    import numpy as np
+    from gymnasium import spaces
+
+    box = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    user_families.append(_family("bad/NanObs-v0", box, box, nan_at=3))
+    out = tmp_path / "data"
+    _one_line_error(capsys, main(["collect", "--quiet", "--out", str(out), "env.id=bad/NanObs-v0",
+                                  "collect.algorithms=random", "collect.n_tasks=4"]),
+                    "bad/NanObs-v0 returned a non-finite observation at step 2 of task 0")
+    assert not out.exists()
+
+
+def test_a_discrete_models_checkpoint_on_a_box_env_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=10", "data.source=stream", "collect.algorithms=dpt_random", *TINY]
+    assert main(["train", "--quiet", "--out", str(run), *common, "train.steps=1"]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in run.iterdir())
+    _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), "env.id=icrl/PointRobot-v0",
+                                  "collect.algorithms=random", *TINY]), "the model was trained on obs Discrete(1) and actions Discrete(3)")
+    assert sorted(p.name for p in run.iterdir()) == before

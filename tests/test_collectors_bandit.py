@@ -354,6 +354,9 @@ def _countdown_family() -> tuple[type, type, type]:
         """Task = episode length L; obs = steps into the episode; reward 1 + obs; terminates at L."""
 
         task_shape = (1,)
+        observation_space = spaces.Discrete(10)
+        action_space = spaces.Discrete(2)
+        horizon = 3
 
         def sample(self, n, rng):
             return rng.integers(1, 4, size=(n, 1)).astype(np.float64)

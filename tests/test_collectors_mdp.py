@@ -12,7 +12,7 @@ from gymnasium import spaces
 from icrl import envs
 from icrl.collectors import POLICIES, collect_block, make_policy, run_policy
 from icrl.collectors.bandit import RandomPolicy as BanditRandomPolicy
-from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy, noise_eps, num_actions
+from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy, noise_eps
 from icrl.collectors.ppo import (
     ObsEncoder,
     PPOPolicy,
@@ -22,6 +22,7 @@ from icrl.collectors.ppo import (
     stacked_orthogonal,
 )
 from icrl.config import CollectConfig
+from icrl.spaces import SpaceError
 
 DR = "icrl/DarkRoom-v0"
 GAUSS = "icrl/GaussianBandit-v0"
@@ -156,9 +157,20 @@ def test_ppo_updates_every_rollout_and_acts_in_range():
     assert pol.n_updates == 2
 
 
-def test_ppo_on_a_box_observation_gymnasium_env():
+class _CartPoleTasks(envs.TaskDistribution):
+    """CartPole-v1 declared as a (one-task) family: Box observations, Discrete actions."""
+
+    observation_space = gymnasium.make("CartPole-v1").observation_space
+    action_space = spaces.Discrete(2)
+    horizon = 500
+
+    def sample(self, n, rng):
+        return np.zeros((n, 0))
+
+
+def test_ppo_on_box_observations_with_discrete_actions():
     env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="vector_entry_point")
-    pol = PPOPolicy(4, env, np.random.default_rng(0), ppo_rollout=8)  # a gymnasium env stands in for task_dist
+    pol = PPOPolicy(4, _CartPoleTasks(), np.random.default_rng(0), ppo_rollout=8)
     obs, _ = env.reset(seed=0)
     for _ in range(16):
         a = pol.act(obs)
@@ -167,6 +179,8 @@ def test_ppo_on_a_box_observation_gymnasium_env():
         obs = nxt
     env.close()
     assert pol.n_updates == 2 and pol.encoder.size == 4 and pol.n_actions == 2
+    assert pol.obs_rms is not None and pol.obs_rms.count == pytest.approx(2 * 8 + 1e-4)  # Box obs: normalised
+    assert make_policy("ppo", 2, _dist(), np.random.default_rng(0)).obs_rms is None  # one-hot: not normalised
 
 
 def test_ppo_same_seed_same_histories():
@@ -209,12 +223,29 @@ def test_ppo_leaves_the_torch_thread_setting_alone():
 # ------------------------------------------------------------------------ random, noise_distill
 
 
-def test_num_actions_of_every_family():
-    assert num_actions(_dist()) == 5
-    assert num_actions(_dist("icrl/KeyToDoor-v0")) == 5
-    assert num_actions(_dist(GAUSS, n_arms=7)) == 7
-    with pytest.raises(ValueError, match="n_actions"):
-        num_actions(object())
+def test_policies_read_the_spec_of_every_family():
+    for env_id in envs.family_ids():
+        dist = _dist(env_id)
+        n_actions = dist.action_space.n if isinstance(dist.action_space, spaces.Discrete) else None
+        pol = make_policy("random", 3, dist, np.random.default_rng(0))
+        a = pol.act(None)
+        if n_actions is not None:
+            assert a.dtype == np.int64 and a.shape == (3,) and a.max() < n_actions
+        else:
+            assert a.shape == (3, *dist.action_space.shape) and dist.action_space.contains(a[0])
+        if n_actions is not None:
+            assert make_policy("ppo", 3, dist, np.random.default_rng(0)).n_actions == n_actions
+    assert make_policy("random", 1, _dist(GAUSS, n_arms=7), np.random.default_rng(0)).spec.n_actions == 7
+
+    class Undeclared(envs.TaskDistribution):  # no spaces, no horizon: no duck typing fills them in
+        n_actions = 5
+
+        def sample(self, n, rng):
+            return np.zeros((n, 1))
+
+    for name in ("random", "noise_distill", "ppo"):
+        with pytest.raises(SpaceError, match="must declare observation_space, action_space, horizon"):
+            make_policy(name, 2, Undeclared(), np.random.default_rng(0))
 
 
 def test_random_is_uniform_on_mdps_and_matches_the_bandit_stream():

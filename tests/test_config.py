@@ -12,7 +12,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_preset_loads_and_sets_no_wandb_mode(path):
     cfg = load_config(path)
-    assert cfg.wandb.mode == ""  # presets never set a wandb mode (DESIGN §8)
+    assert cfg.wandb.mode == ""  # presets never set a wandb mode (docs/architecture.md#training)
 
 
 def test_a_preset_extends_its_base(tmp_path):

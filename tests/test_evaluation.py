@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from icrl.config import load_config
-from icrl.evaluation import aggregate_seeds, evaluate, format_table, softmax_sample, summarise
+from icrl.evaluation import aggregate_seeds, evaluate, format_table, summarise
+from icrl.models.encoders import softmax_sample
 
 
 def test_softmax_sample_matches_probabilities_and_greedy_is_argmax():
@@ -119,8 +120,8 @@ def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypa
     spec = importlib.util.spec_from_file_location("visit_map", root / "scripts/visit_map.py")
     visit_map = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(visit_map)
-    mcfg = ModelConfig(kind="dpt", obs_sizes=[9, 9], n_actions=5, n_layer=1, n_head=2, n_embd=16, block_size=40,
-                       window=40)
+    mcfg = ModelConfig.from_dict(dict(kind="dpt", obs_sizes=[9, 9], n_actions=5, n_layer=1, n_head=2, n_embd=16, block_size=40,
+                                      window=40))
     model = make_model(mcfg, torch.Generator().manual_seed(0))
     save_checkpoint(tmp_path / "ckpt", model, mcfg, torch.optim.AdamW(model.parameters()), {"step": 0})
     monkeypatch.setattr(sys, "argv", ["visit_map", "--config", str(root / "configs/darkroom_dpt.yaml"),
@@ -130,3 +131,17 @@ def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypa
     rows = capsys.readouterr().out.splitlines()[1:10]  # y = 8 .. 0
     counts = [0 if c in (".", "G") else int(c) for r in rows for c in r.split()[1:]]
     assert len(counts) == 81 and sum(counts) == 4 * 3 * 20  # one cell per step: rollouts x episodes x H 20
+
+
+def test_episode_success_marks_episodes_with_a_success_step():
+    from icrl.evaluation import episode_success
+    from icrl.histories import HistoryBatch
+
+    # two histories of 2 episodes; episode lengths 3+2 and 2+3; success at steps as marked
+    ends = np.array([0, 0, 1, 0, 1, 0, 1, 0, 0, 1], bool)
+    success = np.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 1], bool)
+    batch = HistoryBatch(steps={"obs": np.zeros(10), "action": np.zeros(10, np.int64), "reward": np.zeros(10),
+                                "terminated": np.zeros(10, bool), "truncated": ends, "success": success},
+                         lengths=np.array([5, 5]), task=np.arange(2), task_params=np.zeros((2, 1)), run=np.zeros(2, np.int64),
+                         source=np.zeros(2, np.int64), episode_returns=[np.zeros(2), np.zeros(2)])
+    assert episode_success(batch, 2).tolist() == [[1.0, 0.0], [0.0, 1.0]]

@@ -29,8 +29,9 @@ def clean_registry():
     """Leave icrl's and gymnasium's registries as they were: the doc registers my/Corridor-v0."""
     assert ENV_ID not in icrl.envs.family_ids()
     yield
-    registry._FAMILIES.pop(ENV_ID, None)
-    gymnasium.registry.pop(ENV_ID, None)
+    for env_id in (ENV_ID, "my/Beacon-v0"):
+        registry._FAMILIES.pop(env_id, None)
+        gymnasium.registry.pop(env_id, None)
 
 
 @pytest.fixture
@@ -64,6 +65,16 @@ def test_extending_doc_runs(tmp_path, monkeypatch, clean_registry, one_thread):
         assert len(curve["mean"]) == TINY["EVAL_EPISODES"]
     assert (run_dir / "return.png").stat().st_size > 1000
     assert (run_dir / "checkpoint" / "model.safetensors").exists()
+
+    # The continuous family of section 6: Box observations and actions, a Gaussian head, sampled tasks.
+    beacon = json.loads((tmp_path / ns["BEACON_DIR"] / "results.json").read_text())
+    jsonschema.validate(beacon, SCHEMA)
+    assert beacon["env"] == "my/Beacon-v0" and beacon["task_split"] == "sampled" and beacon["n_tasks"] == 20
+    assert {"ad", "source", "random", "oracle"} <= set(beacon["curves"])
+    assert beacon["spec"]["action_space"]["type"] == "Box" and beacon["config"]["model"]["head"] == "gaussian"
+    model_json = json.loads((tmp_path / ns["BEACON_DIR"] / "checkpoint" / "model.json").read_text())
+    assert model_json["obs_space"]["type"] == "Box" and model_json["head"] == "gaussian"
+    assert beacon["summary"]["oracle"]["final"] > beacon["summary"]["random"]["final"]
 
     # The oracle baseline earns exactly the family's max_return on every held-out goal.
     dist = icrl.envs.task_distribution(ENV_ID, **results["env_kwargs"])

@@ -9,6 +9,7 @@ import pytest
 
 from icrl.collect import collect
 from icrl.config import load_config
+from icrl.envs import TaskDistribution
 from icrl.filtering import (
     bandit_window_returns,
     filter_dataset,
@@ -18,6 +19,7 @@ from icrl.filtering import (
     plot_best_worst,
     resample_counts,
     score_store,
+    task_scores,
     weighting_of,
 )
 from icrl.store import HistoryStore
@@ -167,13 +169,16 @@ def test_score_store_prefers_thompson_over_random(dataset):
         assert other["weights"].tolist() == arrays["P"].tolist()
 
 
-class _EpisodicDist:
+class _EpisodicDist(TaskDistribution):
     """A fake non-bandit family with a fixed R_max; scores use the stored episode returns."""
 
     task_shape = (5,)
 
     def __init__(self, r_max: float) -> None:
         self.r_max = r_max
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros((n, 5))
 
     def max_return(self, tasks: np.ndarray) -> np.ndarray:
         return np.full(len(tasks), self.r_max)
@@ -193,6 +198,24 @@ def test_score_store_uses_episode_returns_without_means(dataset):
     assert fallback["r_max"][idx] == pytest.approx([biggest] * 4)
     assert fallback["U"][idx] == pytest.approx(lhf_scores(task0, biggest))
     assert fallback["P"] == pytest.approx(arrays["P"])  # linear P ignores R_max's scale
+
+
+def test_negative_returns_are_shifted_by_the_tasks_worst_return():
+    """Point-Robot-like returns (minus a distance): b = -10 is subtracted, so R' = [0, 2, 5],
+    [0, 0, 0] and [4, 1, 3] against R'_max = -3 + 10 = 7. By hand, with U = (mean + range) / 14
+    + (1 + mean drop / 7): U_1 = (7/3 + 5) / 14 + 1, U_2 = 0 + 1, U_3 = (8/3 + 3) / 14 + 1 - 3/7."""
+    returns = [np.array([-10.0, -8.0, -5.0]), np.array([-10.0, -10.0, -10.0]), np.array([-6.0, -9.0, -7.0])]
+    u, r_max, shift = task_scores(returns, r_max=-3.0, lam=1.0)
+    assert shift == -10.0 and r_max == 7.0
+    assert u[0] == pytest.approx((7 / 3 + 5) / 14 + 1)
+    assert u[1] == pytest.approx(1.0)
+    assert u[2] == pytest.approx((((4 + 1 + 3) / 3) + 3) / 14 + 1 - 3 / 7)
+    # the improving learner gets P = 1; the drop makes the third one the lowest, P = 0
+    assert lhf_probabilities(u).tolist() == pytest.approx([1.0, (1 - u[2]) / (u[0] - u[2]), 0.0])
+    # non-negative returns are untouched: the same scores as lhf_scores
+    pos = [np.array([0.0, 2.0, 5.0]), np.array([1.0, 1.0, 1.0])]
+    u_pos, r, b = task_scores(pos, r_max=7.0)
+    assert b == 0.0 and r == 7.0 and u_pos == pytest.approx(lhf_scores(pos, 7.0))
 
 
 def test_filter_dataset_writes_a_derived_file_and_keeps_shards(dataset, tmp_path):

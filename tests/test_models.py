@@ -18,18 +18,24 @@ from icrl.models import (
     dpt_loss,
     encode_obs,
     make_model,
-    obs_sizes_for,
     readout_mask,
 )
+from icrl.spaces import EnvSpec, space_to_dict
+
+
+def discrete(obs_sizes: list[int], n_actions: int) -> dict:
+    """ModelConfig space fields of integer observations with these one-hot sizes and n Discrete actions."""
+    obs = gym.spaces.Discrete(obs_sizes[0]) if len(obs_sizes) == 1 else gym.spaces.MultiDiscrete(obs_sizes)
+    return {"obs_space": space_to_dict(obs), "action_space": space_to_dict(gym.spaces.Discrete(n_actions))}
 
 
 def ad_config(**kw) -> ModelConfig:
-    base = dict(kind="ad", obs_sizes=[3, 2], n_actions=4, n_layer=2, n_head=2, n_embd=32, block_size=256)
+    base = dict(kind="ad", **discrete([3, 2], 4), n_layer=2, n_head=2, n_embd=32, block_size=256)
     return ModelConfig(**{**base, **kw})
 
 
 def dpt_config(**kw) -> ModelConfig:
-    base = dict(kind="dpt", obs_sizes=[3, 2], n_actions=4, n_layer=2, n_head=2, n_embd=32, block_size=200)
+    base = dict(kind="dpt", **discrete([3, 2], 4), n_layer=2, n_head=2, n_embd=32, block_size=200)
     return ModelConfig(**{**base, **kw})
 
 
@@ -81,11 +87,11 @@ def test_config_round_trip_and_strict_keys():
         ad_config(kind="gpt")
 
 
-def test_encode_obs_and_obs_sizes_for():
+def test_encode_obs_and_obs_sizes():
     out = encode_obs(torch.tensor([[2, 1], [0, 0]]), [3, 2])
     assert out.tolist() == [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0]]
-    assert obs_sizes_for(gym.spaces.Discrete(1)) == [1]
-    assert obs_sizes_for(gym.spaces.MultiDiscrete([9, 9])) == [9, 9]
+    assert EnvSpec("x", gym.spaces.Discrete(1), gym.spaces.Discrete(2), 1).obs_sizes == [1]
+    assert EnvSpec("x", gym.spaces.MultiDiscrete([9, 9]), gym.spaces.Discrete(2), 1).obs_sizes == [9, 9]
 
 
 def test_same_generator_same_weights():
@@ -375,7 +381,7 @@ def test_errors_name_block_size_and_obs_mismatch():
 def test_ad_overfits_a_tiny_rule():
     """Rule: repeat the previous action after a reward, else move to the next action."""
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="ad", obs_sizes=[1], n_actions=3, n_layer=2, n_head=2, n_embd=32, block_size=24, window=8)
+    cfg = ModelConfig(kind="ad", **discrete([1], 3), n_layer=2, n_head=2, n_embd=32, block_size=24, window=8)
     model = ADModel(cfg, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     B, T = 32, 24
@@ -400,7 +406,7 @@ def test_dpt_overfits_a_tiny_bandit():
     """Bandit with one rewarding arm: once the arm shows up in the context, the label is certain."""
     torch.manual_seed(0)
     A, n, B = 4, 8, 64
-    cfg = ModelConfig(kind="dpt", obs_sizes=[1], n_actions=A, n_layer=2, n_head=2, n_embd=32, block_size=n)
+    cfg = ModelConfig(kind="dpt", **discrete([1], A), n_layer=2, n_head=2, n_embd=32, block_size=n)
     model = DPTModel(cfg, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     best = torch.randint(0, A, (B,), generator=g)

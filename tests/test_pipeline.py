@@ -166,3 +166,32 @@ def test_filter_command_and_lhf_weighted_training(tmp_path, capsys):
     assert main(["verify", str(data)]) == 0
     assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *common, f"data.dataset={data}",
                  "filter.enabled=true", "filter.use=loss", "train.steps=3", "train.batch_size=4"]) == 0
+
+
+def test_point_robot_dpt_and_ad_end_to_end_with_success_rate(tmp_path, capsys):
+    """Continuous observations and actions through collect -> train -> eval, for both methods and
+    both heads; the spec travels into the manifest and the checkpoint; success is reported."""
+    data = tmp_path / "data"
+    common = ["env.id=icrl/SparsePointRobot-v0", *TINY_MODEL, "train.steps=4", "train.batch_size=4",
+              "train.warmup_steps=1", "eval.episodes=3", "eval.rollouts=2"]
+    assert main(["collect", "--quiet", "--out", str(data), *common, "collect.algorithms=[psrl,noise_distill]",
+                 "collect.n_tasks=6", "collect.episodes=3", "collect.histories_per_shard=3"]) == 0
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["spec"]["action_space"]["type"] == "Box" and manifest["spec"]["has_reward_model"]
+    for kind, head in (("dpt", "gaussian"), ("ad", "tanh")):
+        run = tmp_path / kind
+        assert main(["run", "--quiet", "--out", str(run), *common, f"data.dataset={data}", f"model.kind={kind}",
+                     f"model.head={head}", "model.window=20", "data.context_len=20", "data.seq_len=20",
+                     "collect.algorithms=[psrl,noise_distill]"]) == 0
+        results = json.loads((run / "results.json").read_text())
+        jsonschema.validate(results, SCHEMA)
+        assert {kind, "random", "oracle", "psrl", "source"} <= set(results["curves"])
+        success = results["other_metrics"]["success_rate"]
+        assert set(success["curves"]) == set(results["curves"]) and len(success["curves"][kind]["mean"]) == 3
+        assert success["summary"]["oracle"]["final"] == 1.0 and results["n_tasks"] == 5
+        spec = json.loads((run / "checkpoint" / "spec.json").read_text())
+        model = json.loads((run / "checkpoint" / "model.json").read_text())
+        assert spec["env_id"] == "icrl/SparsePointRobot-v0" and model["head"] == head
+        weights = load_file(str(run / "checkpoint" / "model.safetensors"))
+        assert {"obs_enc.mean", "obs_enc.std"} <= set(weights) and weights["obs_enc.std"].min() > 0
+    capsys.readouterr()

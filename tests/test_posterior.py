@@ -68,7 +68,7 @@ def test_posterior_gap_script(contexts, tmp_path, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("posterior_gap", root / "scripts/posterior_gap.py")
     gap = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gap)
-    mcfg = ModelConfig(kind="dpt", obs_sizes=[1], n_actions=5, n_layer=1, n_head=2, n_embd=16, block_size=20)
+    mcfg = ModelConfig.from_dict(dict(kind="dpt", obs_sizes=[1], n_actions=5, n_layer=1, n_head=2, n_embd=16, block_size=20))
     model = make_model(mcfg, torch.Generator().manual_seed(0))
     save_checkpoint(tmp_path / "ckpt", model, mcfg, torch.optim.AdamW(model.parameters()), {"step": 0})
     monkeypatch.setattr(sys, "argv", ["posterior_gap", "--config", str(root / "configs/quickstart.yaml"),

@@ -1,4 +1,4 @@
-"""Source algorithms and the batched collection runner (DESIGN §5).
+"""Source algorithms and the batched collection runner (docs/architecture.md#collection-and-source-algorithms).
 
 ``collect_block`` is the entry point of the collection pipeline; ``POLICIES`` lists the source
 algorithms by name; ``run_policy`` drives any :class:`Policy` through a native vector env.
@@ -13,8 +13,9 @@ from icrl.collectors.bandit import (
     UCBPolicy,
 )
 from icrl.collectors.base import POLICIES, Policy, child_seed_sequence, collect_block, make_policy, run_policy
-from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy, num_actions
+from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy, uniform_actions
 from icrl.collectors.ppo import PPOPolicy
+from icrl.collectors.psrl import PosteriorSamplingPolicy
 
 __all__ = [
     "POLICIES",
@@ -33,5 +34,6 @@ __all__ = [
     "UniformRandomPolicy",
     "NoiseDistillPolicy",
     "PPOPolicy",
-    "num_actions",
+    "PosteriorSamplingPolicy",
+    "uniform_actions",
 ]

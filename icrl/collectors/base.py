@@ -4,7 +4,11 @@ A source algorithm is a :class:`Policy` acting on N envs at once (numpy in, nump
 :func:`run_policy` drives it through gymnasium's native vector env of the family, honouring the
 env's SAME_STEP autoreset (no fake steps: the step that ends an episode already returns the next
 episode's first observation), and records every real step of every history. :func:`collect_block`
-is the one entry point of the collection pipeline (DESIGN §5): it builds the policy and runs it.
+is the one entry point of the collection pipeline (docs/architecture.md#collection-and-source-algorithms): it builds the policy and runs it.
+
+Actions follow the family's :class:`~icrl.spaces.EnvSpec`: (N,) int64 for ``Discrete``, (N,
+*action_shape) floats for ``Box``, clipped into the box by the runner (the stored action is the one
+the env executes).
 
 Determinism: a block's randomness comes from its ``seed_seq`` alone. Child 0 of it seeds the
 vector env (reward noise), child 1 the policy's generator; the children are derived from the
@@ -23,7 +27,9 @@ from icrl import envs
 from icrl.collectors.bandit import BANDIT_POLICIES
 from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy
 from icrl.collectors.ppo import PPOPolicy
+from icrl.collectors.psrl import PosteriorSamplingPolicy
 from icrl.histories import HistoryBatch
+from icrl.spaces import EnvSpec, SpaceError
 
 _ENV_CHILD, _POLICY_CHILD = 0, 1
 
@@ -45,7 +51,8 @@ class Policy(Protocol):
             obs: (N, *obs_shape) current observations.
 
         Returns:
-            (N,) int64 actions.
+            (N,) int64 actions (``Discrete``), or (N, *action_shape) finite floats (``Box``; the
+            runner clips them into the box).
         """
         ...
 
@@ -55,7 +62,8 @@ class Policy(Protocol):
 
         Args:
             obs: (N, *obs_shape) observations the actions were taken in.
-            actions: (N,) int64 actions taken.
+            actions: (N,) int64 actions taken, or (N, *action_shape) floats (``Box``: clipped into
+                the box, as the env executed them).
             rewards: (N,) float64 rewards.
             next_obs: (N, *obs_shape) observations after the step; where an episode ended this is
                 the episode's final observation, not the next episode's first one.
@@ -70,9 +78,10 @@ PolicyFactory = Callable[..., Policy]
 #: Registered source algorithms: name -> constructor ``(num_envs, task_dist, rng, **params)``.
 POLICIES: dict[str, PolicyFactory] = {
     **BANDIT_POLICIES,
-    "random": UniformRandomPolicy,  # any discrete action space; the same draws as the bandit-only one
+    "random": UniformRandomPolicy,  # any action space; on Discrete the same draws as the bandit-only one
     "noise_distill": NoiseDistillPolicy,
     "ppo": PPOPolicy,
+    "psrl": PosteriorSamplingPolicy,  # needs the family's oracle and reward model
 }
 
 
@@ -137,6 +146,40 @@ def _true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: dict) -> np.nd
     return out
 
 
+def _success(infos: dict, done: np.ndarray) -> np.ndarray | None:
+    """(N,) bool ``infos["success"]`` of a step (False where its ``_success`` mask is), or None if not reported.
+
+    Where an episode ended, SAME_STEP autoreset puts the ending step's info in ``final_info``;
+    a ``success`` there wins over the top-level one (which then belongs to the reset).
+    """
+    final = infos.get("final_info")
+    final_has = done.any() and isinstance(final, dict) and "success" in final
+    if "success" not in infos and not final_has:
+        return None
+    out = np.zeros(len(done), dtype=bool)
+    if "success" in infos:
+        out[:] = np.asarray(infos["success"], dtype=bool)
+        if "_success" in infos:
+            out &= np.asarray(infos["_success"], dtype=bool)
+    if final_has:
+        mask = np.asarray(final.get("_success", done), dtype=bool) & done
+        out[mask] = np.asarray(final["success"], dtype=bool)[mask]
+    return out
+
+
+def _check_finite(value: np.ndarray, rows: np.ndarray, env_id: str, step: int, task_index: np.ndarray,
+                  what: str = "observation") -> None:
+    """A one-line SpaceError naming the env, step and task if a float ``value`` (observations or
+    rewards, one row per env) holds NaN or inf in one of ``rows``."""
+    if value.dtype.kind != "f":
+        return  # integers are always finite
+    bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1) & rows  # (N,)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpaceError(f"{env_id} returned a non-finite {what} at step {step} of task {task_index[i]} "
+                         f"(history {i}); check the env")
+
+
 def run_policy(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -154,6 +197,8 @@ def run_policy(
     episodes early keep stepping (the vector env steps all envs together) but those steps are
     masked out, so histories of different lengths come out right. The env must end its own
     episodes (icrl envs truncate at their horizon); the policy keeps learning across episodes.
+    What the family's actions look like comes from its :class:`~icrl.spaces.EnvSpec`: a policy's
+    actions are checked against it, and ``Box`` actions are clipped into the box before the step.
 
     Args:
         env_id: gymnasium id with a ``vector_entry_point`` (e.g. ``icrl/GaussianBandit-v0``).
@@ -167,12 +212,15 @@ def run_policy(
         source_index: index of the source algorithm in the dataset's source list.
 
     Returns:
-        The N histories. ``steps`` holds obs, action, reward, next_obs (s' of the transition: the
-        episode's final obs where it ended, not the autoreset obs), terminated, truncated,
-        oracle_action and, when the env reports it in ``infos["regret"]``, regret.
+        The N histories. ``steps`` holds obs, action ((n,) int64, or (n, *action_shape) floats in
+        the box: what the env executed), reward, next_obs (s' of the transition: the episode's
+        final obs where it ended, not the autoreset obs), terminated, truncated; oracle_action
+        (same shape and dtype as action) when the family has an oracle; regret when the env
+        reports ``infos["regret"]``; success (bool) when it reports ``infos["success"]``.
 
     Raises:
-        ValueError: bad ``tasks``, ``episodes``, index shapes, or policy actions.
+        ValueError: bad ``tasks``, ``episodes``, index shapes, policy actions, oracle actions, or
+            a non-finite observation from the env.
     """
     tasks = np.asarray(tasks, dtype=np.float64)
     if tasks.ndim < 1 or len(tasks) < 1:
@@ -187,6 +235,11 @@ def run_policy(
             raise ValueError(f"{label} must have shape ({n},) (one per task); got {arr.shape}")
 
     task_dist = envs.task_distribution(env_id, **env_kwargs)
+    spec = EnvSpec.of(task_dist)
+    who = f"{type(policy).__name__}.act"  # names the policy in action errors
+    action_shape = (n, *spec.action_shape)
+    if not spec.discrete_actions:
+        low, high = spec.action_space.low, spec.action_space.high  # (*action_shape,) each
     env_seed = int(child_seed_sequence(seed_seq, _ENV_CHILD).generate_state(1, np.uint64)[0])
     env = gymnasium.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **env_kwargs)
     try:
@@ -197,34 +250,47 @@ def run_policy(
         set_tasks = getattr(policy, "set_tasks", None)  # the optional hook (see Policy)
         if set_tasks is not None:
             set_tasks(tasks, episodes)
-        rec: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated",
-                                                            "truncated", "oracle_action")}
+        fields = ("obs", "action", "reward", "next_obs", "terminated", "truncated") + \
+            (("oracle_action",) if spec.has_oracle else ())
+        rec: dict[str, list[np.ndarray]] = {k: [] for k in fields}
         regrets: list[np.ndarray | None] = []
+        successes: list[np.ndarray | None] = []
         masks: list[np.ndarray] = []
         active = np.ones(n, dtype=bool)  # env still inside its requested episodes
         n_done = np.zeros(n, dtype=np.int64)  # episodes completed
         ep_return = np.zeros(n)  # return of the running episode
         returns = np.zeros((n, episodes))  # (N, E) every env completes exactly E episodes
+        step = 0  # index of the step within every active history (they run in lockstep)
         while active.any():
-            oracle = np.asarray(task_dist.oracle_action(tasks, obs), dtype=np.int64)
-            actions = np.asarray(policy.act(obs))
-            if actions.shape != (n,) or not np.issubdtype(actions.dtype, np.integer):
-                raise ValueError(f"policy.act must return ({n},) integer actions; got {actions.dtype} {actions.shape}")
-            actions = actions.astype(np.int64, copy=False)
+            _check_finite(obs, active, env_id, step, task_index)
+            record: dict[str, np.ndarray] = {"obs": obs}
+            if spec.has_oracle:
+                oracle = np.asarray(task_dist.oracle_action(tasks, obs), dtype=spec.action_dtype)  # (N, *action_shape)
+                if oracle.shape != action_shape:
+                    raise SpaceError(f"{env_id}: oracle_action returned shape {oracle.shape}, expected "
+                                     f"{action_shape}; return one action per task")
+                record["oracle_action"] = oracle
+            actions = spec.check_actions(policy.act(obs), n, what=who)  # (N,) int64 or (N, *action_shape)
+            if not spec.discrete_actions:
+                actions = np.clip(actions, low, high).astype(spec.action_dtype, copy=False)  # what the env executes
             next_obs, rewards, terminated, truncated, infos = env.step(actions)
             rewards = np.asarray(rewards, dtype=np.float64)
             terminated = np.asarray(terminated, dtype=bool)
             truncated = np.asarray(truncated, dtype=bool)
             done = terminated | truncated
             true_next = _true_next_obs(next_obs, done, infos)  # s', not the reset obs, at episode ends
-            for key, val in (("obs", obs), ("action", actions), ("reward", rewards), ("next_obs", true_next),
-                             ("terminated", terminated), ("truncated", truncated), ("oracle_action", oracle)):
-                rec[key].append(np.array(val))  # a copy: envs and policies may reuse their buffers
+            _check_finite(true_next, active, env_id, step, task_index)
+            _check_finite(rewards, active, env_id, step, task_index, what="reward")
+            record.update(action=actions, reward=rewards, next_obs=true_next, terminated=terminated,
+                          truncated=truncated)
+            for key in fields:
+                rec[key].append(np.array(record[key]))  # a copy: envs and policies may reuse their buffers
             if "regret" in infos:
                 reg = np.asarray(infos["regret"], dtype=np.float64)
                 regrets.append(np.where(infos["_regret"], reg, np.nan) if "_regret" in infos else reg)
             else:
                 regrets.append(None)
+            successes.append(_success(infos, done))
             masks.append(active.copy())
 
             ep_return += rewards
@@ -236,6 +302,7 @@ def run_policy(
             ep_return[done] = 0.0
             policy.update(obs, actions, rewards, true_next, terminated, truncated)
             obs = next_obs
+            step += 1
     finally:
         env.close()
 
@@ -243,6 +310,8 @@ def run_policy(
     steps = {k: _flatten(v, mask) for k, v in rec.items()}
     if any(r is not None for r in regrets):
         steps["regret"] = _flatten([np.full(n, np.nan) if r is None else r for r in regrets], mask)
+    if any(s is not None for s in successes):
+        steps["success"] = _flatten([np.zeros(n, dtype=bool) if s is None else s for s in successes], mask)
     batch = HistoryBatch(
         steps=steps,
         lengths=mask.sum(axis=1).astype(np.int64),

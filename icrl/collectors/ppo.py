@@ -1,9 +1,11 @@
-"""PPO as a batched source algorithm: N independent actor-critic learners trained at once (DESIGN §5).
+"""PPO as a batched source algorithm: N independent actor-critic learners trained at once (docs/architecture.md#collection-and-source-algorithms).
 
 Clipped PPO (Schulman et al. 2017, "Proximal Policy Optimization Algorithms", Eq. 7 and 9) with
 generalised advantage estimation (Schulman et al. 2016, "High-Dimensional Continuous Control Using
-Generalized Advantage Estimation", Eq. 16), for discrete actions, on integer observations
-(Discrete / MultiDiscrete, each component one-hot encoded) or Box observations.
+Generalized Advantage Estimation", Eq. 16), on integer observations (Discrete / MultiDiscrete,
+each component one-hot encoded) or Box observations (flattened, normalised by running statistics),
+for Discrete actions (a categorical policy) or Box actions (a diagonal Gaussian policy). What the
+family looks like comes from its :class:`~icrl.spaces.EnvSpec`.
 
 Independent mode (default): env i has a learner of its own, starting from scratch, so every
 learning history is a different run of the algorithm. The L = N learners are not a Python loop:
@@ -14,6 +16,25 @@ tensors is L Adams; gradient clipping and advantage normalisation are done per l
 learner sees never reaches another (tested). Shared mode (``ppo_shared=True``, DICP's collector):
 one learner (L = 1) trained on all N streams together.
 
+Continuous actions (Box): the actor's head gives the mean (L, B, d) of a diagonal Gaussian whose
+log standard deviation is a state-independent parameter per learner, (L, 1, d), initialised at 0
+(CleanRL's ``ppo_continuous_action.py``; SB3's ``DiagGaussianDistribution``). Two ways to map the
+Gaussian sample u to the box, chosen by ``ppo_squash``:
+
+- clipped (default, CleanRL's and SB3's PPO): the action is u clipped into the box; PPO's ratio
+  uses log N(u), the density of the unclipped sample, with no correction for the clipping.
+- squashed (SAC's, Haarnoja et al. 2018, "Soft Actor-Critic", App. C): a = tanh(u) mapped affinely
+  onto the box, log pi(a) = log N(u) - sum_j log(1 - tanh(u_j)^2 + 1e-6) (Eq. 21).
+
+Either way the env executes (and the runner stores) the action in the box, and PPO trains on the
+u it actually drew, kept in its own buffer (the runner hands ``update`` the executed action).
+
+Box observations are normalised per learner by a running mean and variance (SB3's
+``RunningMeanStd``, the parallel update of Chan et al. 1979), ``clip((x - mean) / sqrt(var +
+1e-8), -10, 10)``. Like the weights, the statistics change only between updates: a rollout is
+drawn and trained on with the same statistics, which then absorb the rollout's observations, so
+PPO's ``logp_old`` is exactly the behaviour policy's.
+
 Loop phases, as in Stable-Baselines3: :meth:`PPOPolicy.act` / :meth:`PPOPolicy.update` collect a
 rollout of ``ppo_rollout`` steps per env, then :meth:`PPOPolicy.train` runs ``ppo_epochs`` epochs
 of ``ppo_minibatches`` minibatches over each learner's rollout (for an independent learner: its
@@ -21,7 +42,8 @@ steps, shuffled along the time axis). Truncated episodes are bootstrapped with V
 terminated ones with 0; the runner hands over the final observation as ``next_obs``.
 
 All randomness (initial weights, actions, minibatch shuffles) comes from one ``torch.Generator``
-seeded from the policy's numpy generator.
+seeded from the policy's numpy generator. With Discrete actions on integer observations the draws
+and every operation are those of the Discrete-only version, so its histories are unchanged.
 """
 from __future__ import annotations
 
@@ -34,7 +56,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from icrl.collectors.mdp import num_actions
+from icrl.spaces import EnvSpec
 
 # ----------------------------------------------------------------------------------------------
 # the pure math: GAE, clipped surrogate, per-learner gradient clipping
@@ -104,30 +126,83 @@ def clip_grad_norm_per_learner_(params: Iterable[torch.Tensor], max_norm: float)
 
 
 # ----------------------------------------------------------------------------------------------
-# observations and the stacked networks
+# the pure math of the continuous policy: diagonal Gaussian, tanh squashing
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: SAC's epsilon inside log(1 - tanh(u)^2 + eps) (Haarnoja et al. 2018's reference code; SB3 uses the same).
+TANH_EPS = 1e-6
 
 
-def observation_space(task_dist: Any) -> spaces.Space:
-    """The single-env observation space of a family, read from its task distribution.
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(exp(log_std)^2)), summed over the last (action) dimension.
 
-    A ``single_observation_space`` / ``observation_space`` attribute wins (so a gymnasium env or
-    vector env can stand in for the task distribution); else the grid families' ``obs_nvec``
-    (MultiDiscrete) or a bandit's constant observation (Discrete(1)).
+    The normal density (Bishop 2006, "Pattern Recognition and Machine Learning", Eq. 2.43) with a
+    diagonal covariance factorises over dimensions:
+    sum_j [-(x_j - mu_j)^2 / (2 sigma_j^2) - log sigma_j - log(2 pi) / 2].
 
-    Raises:
-        ValueError: none of these is there.
+    Args:
+        x: (..., d) samples.
+        mean: (..., d) means (broadcast against ``x``).
+        log_std: (..., d) log standard deviations (broadcast, e.g. (L, 1, d) against (L, B, d)).
+
+    Returns:
+        (...) log-densities.
     """
-    for attr in ("single_observation_space", "observation_space"):
-        space = getattr(task_dist, attr, None)
-        if isinstance(space, spaces.Space):
-            return space
-    nvec = getattr(task_dist, "obs_nvec", None)
-    if nvec is not None:
-        return spaces.MultiDiscrete(np.asarray(nvec, dtype=np.int64))
-    if getattr(task_dist, "n_arms", None) is not None:
-        return spaces.Discrete(1)  # a bandit's observation is a constant
-    raise ValueError(f"cannot tell the observation space of {type(task_dist).__name__}; give the task "
-                     "distribution an `observation_space` (or `obs_nvec` for integer observations)")
+    z = (x - mean) * torch.exp(-log_std)  # (..., d) standardised sample
+    return (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)  # (...)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of a diagonal Gaussian, sum_j (1/2 + log(2 pi)/2 + log sigma_j).
+
+    h(N(mu, K)) = 1/2 log((2 pi e)^d |K|) (Cover & Thomas 2006, "Elements of Information Theory",
+    Thm. 8.4.1), with K diagonal. Independent of the mean.
+
+    Args:
+        log_std: (..., d) log standard deviations.
+
+    Returns:
+        (...) entropies.
+    """
+    return (0.5 + 0.5 * _LOG_2PI + log_std).sum(-1)  # (...)
+
+
+def tanh_log_det(u: torch.Tensor, eps: float = TANH_EPS) -> torch.Tensor:
+    """sum_j log(1 - tanh(u_j)^2 + eps): the log-Jacobian of a = tanh(u), summed over the last dimension.
+
+    log pi(a) = log N(u) - tanh_log_det(u) is the density of the squashed sample (Haarnoja et al.
+    2018, "Soft Actor-Critic", App. C, Eq. 21; ``eps`` keeps the log finite where tanh saturates).
+
+    Args:
+        u: (..., d) unsquashed samples.
+        eps: the added constant.
+
+    Returns:
+        (...) log-determinants.
+    """
+    return torch.log(1.0 - torch.tanh(u).pow(2) + eps).sum(-1)  # (...)
+
+
+def squash_to_box(u: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """a = low + (tanh(u) + 1) (high - low) / 2: the tanh sample mapped affinely onto the box.
+
+    The affine map's log-Jacobian sum_j log((high_j - low_j) / 2) is a constant: it cancels in
+    PPO's probability ratio, and icrl's log pi(a) leaves it out (a density on [-1, 1]^d).
+
+    Args:
+        u: (..., d) unsquashed samples.
+        low: (d,) lower bounds.
+        high: (d,) upper bounds.
+
+    Returns:
+        (..., d) actions in [low, high].
+    """
+    return low + (torch.tanh(u) + 1.0) * (0.5 * (high - low))  # (..., d)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# observations and the stacked networks
 
 
 class ObsEncoder:
@@ -162,6 +237,49 @@ class ObsEncoder:
             return torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(b, -1))  # (B, size)
         idx = torch.as_tensor(np.asarray(obs, dtype=np.int64).reshape(b, -1)) + self.offset  # (B, k)
         return torch.zeros(b, self.size).scatter_(1, idx, 1.0)  # (B, size)
+
+
+class RunningMeanStd:
+    """Running mean and variance of every learner's observations (SB3's ``RunningMeanStd``, stacked).
+
+    The pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and a pairwise algorithm
+    for computing sample variances"), as SB3's ``update_from_moments`` does it: merging a batch (mean m_B, population
+    variance v_B, count n_B) into the running (m_A, v_A, n_A) gives, with delta = m_B - m_A and
+    n = n_A + n_B, m = m_A + delta n_B / n and v = (v_A n_A + v_B n_B + delta^2 n_A n_B / n) / n.
+    The statistics start at mean 0, variance 1 and the pseudo-count ``epsilon`` (SB3's 1e-4); with
+    ``epsilon = 0`` they are exactly the mean and population variance of all data seen. Kept in
+    float64, one row per learner, so no learner's observations reach another's statistics.
+
+    Args:
+        n_learners: L.
+        size: D, the flattened observation size.
+        epsilon: the initial pseudo-count.
+        clip: normalised observations are clipped to [-clip, clip] (SB3's ``clip_obs`` 10).
+    """
+
+    def __init__(self, n_learners: int, size: int, epsilon: float = 1e-4, clip: float = 10.0) -> None:
+        self.mean = torch.zeros(n_learners, size, dtype=torch.float64)  # (L, D)
+        self.var = torch.ones(n_learners, size, dtype=torch.float64)  # (L, D)
+        self.count = float(epsilon)  # every learner sees the same number of observations
+        self.clip = float(clip)
+
+    def update(self, x: torch.Tensor) -> None:
+        """Merge a batch of every learner's observations, (L, B, D), into the statistics."""
+        x = x.to(torch.float64)
+        batch_mean = x.mean(1)  # (L, D)
+        batch_var = x.var(1, correction=0)  # (L, D)
+        batch_count = x.shape[1]
+        delta = batch_mean - self.mean  # (L, D)
+        total = self.count + batch_count
+        self.mean = self.mean + delta * (batch_count / total)  # (L, D)
+        m2 = self.var * self.count + batch_var * batch_count + delta.pow(2) * (self.count * batch_count / total)
+        self.var = m2 / total  # (L, D)
+        self.count = total
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(L, B, D) -> (L, B, D) float32, ``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)`` (SB3's VecNormalize)."""
+        z = (x.to(torch.float64) - self.mean[:, None]) / torch.sqrt(self.var[:, None] + 1e-8)  # (L, B, D)
+        return z.clamp(-self.clip, self.clip).to(torch.float32)
 
 
 def stacked_orthogonal(n: int, fan_in: int, fan_out: int, gain: float, generator: torch.Generator) -> torch.Tensor:
@@ -206,17 +324,29 @@ class StackedActorCritic(nn.Module):
     """L separate actor and critic MLPs (two tanh hidden layers each, as in CleanRL's PPO).
 
     Orthogonal init with gain sqrt(2) on hidden layers, 0.01 on the policy head (near-uniform
-    first policy) and 1 on the value head.
+    first policy; for a Gaussian, means near 0) and 1 on the value head. With ``log_std`` the actor
+    is the mean of a diagonal Gaussian and the model holds a state-independent log standard
+    deviation per learner, (L, 1, n_out), initialised at 0 (CleanRL's ``ppo_continuous_action.py``).
+
+    Args:
+        n_learners: L.
+        obs_size: D, the encoded observation size.
+        n_out: number of discrete actions (logits) or the action dimension d (Gaussian means).
+        hidden: width of the hidden layers.
+        generator: the source of the initial weights (actor first, then critic).
+        log_std: add the Gaussian's log-std parameter (continuous actions).
     """
 
-    def __init__(self, n_learners: int, obs_size: int, n_actions: int, hidden: int, generator: torch.Generator) -> None:
+    def __init__(self, n_learners: int, obs_size: int, n_out: int, hidden: int, generator: torch.Generator,
+                 log_std: bool = False) -> None:
         super().__init__()
         g = math.sqrt(2.0)
-        self.actor = StackedMLP(n_learners, [obs_size, hidden, hidden, n_actions], [g, g, 0.01], generator)
+        self.actor = StackedMLP(n_learners, [obs_size, hidden, hidden, n_out], [g, g, 0.01], generator)
         self.critic = StackedMLP(n_learners, [obs_size, hidden, hidden, 1], [g, g, 1.0], generator)
+        self.log_std = nn.Parameter(torch.zeros(n_learners, 1, n_out)) if log_std else None  # (L, 1, d)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(L, B, obs_size) -> (L, B, n_actions)."""
+        """(L, B, obs_size) -> (L, B, n_out): action logits, or the Gaussian's means."""
         return self.actor(x)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,9 +392,8 @@ class PPOPolicy:
 
     Args:
         num_envs: N.
-        task_dist: the family's task distribution (observation space and action count; see
-            :func:`observation_space` and :func:`~icrl.collectors.mdp.num_actions`); a gymnasium env
-            works too.
+        task_dist: the family's task distribution; its :class:`~icrl.spaces.EnvSpec` gives the
+            observation space (encoder) and the action space (categorical or Gaussian policy).
         rng: the policy's generator; seeds the torch generator of all PPO randomness.
         ppo_rollout: steps per env between updates (T).
         ppo_epochs: passes over each rollout.
@@ -274,11 +403,19 @@ class PPOPolicy:
         ppo_gamma: discount.
         ppo_gae_lambda: GAE lambda.
         ppo_clip: clip range eps of the probability ratio.
-        ppo_ent_coef: entropy-bonus coefficient.
+        ppo_ent_coef: entropy-bonus coefficient (Box actions: on the Gaussian's entropy).
         ppo_vf_coef: value-loss coefficient.
         ppo_max_grad_norm: clip each learner's gradient norm to this (0: no clipping).
         ppo_hidden: width of the two hidden layers of the actor and of the critic.
         ppo_shared: one learner on all N streams (DICP) instead of N independent learners.
+        ppo_squash: Box actions only: tanh-squash the Gaussian sample into the box (SAC's rule)
+            instead of clipping it. Default False, clipping, as CleanRL's and SB3's PPO do: it is
+            the setting their continuous-control results are tuned and reported with, its
+            log-probability needs no correction, and a saturated action (the point robot's full
+            step toward the goal) is reached with a finite mean instead of |u| -> inf. With the
+            squash, the entropy bonus is the Gaussian's entropy of u (the squashed density has no
+            closed-form entropy), and the tanh log-Jacobian, a function of the stored u alone,
+            cancels in PPO's ratio.
 
     The defaults are tuned for Dark Room (9x9, H 20): 63 of 64 independent runs end (mean of the
     last 10 episodes) at >= 80% of the oracle return within 300 episodes; see
@@ -289,7 +426,7 @@ class PPOPolicy:
                  ppo_epochs: int = 4, ppo_minibatches: int = 2, ppo_lr: float = 3e-3, ppo_gamma: float = 0.9,
                  ppo_gae_lambda: float = 0.95, ppo_clip: float = 0.2, ppo_ent_coef: float = 0.03,
                  ppo_vf_coef: float = 0.5, ppo_max_grad_norm: float = 0.5, ppo_hidden: int = 32,
-                 ppo_shared: bool = False) -> None:
+                 ppo_shared: bool = False, ppo_squash: bool = False) -> None:
         self.rollout = _positive(ppo_rollout, "ppo_rollout", integer=True)
         self.epochs = _positive(ppo_epochs, "ppo_epochs", integer=True)
         self.minibatches = _positive(ppo_minibatches, "ppo_minibatches", integer=True)
@@ -303,25 +440,41 @@ class PPOPolicy:
         self.ent_coef = _positive(ppo_ent_coef, "ppo_ent_coef", strict=False)
         self.vf_coef = _positive(ppo_vf_coef, "ppo_vf_coef", strict=False)
         self.max_grad_norm = _positive(ppo_max_grad_norm, "ppo_max_grad_norm", strict=False)
-        if not isinstance(ppo_shared, (bool, np.bool_)):
-            raise ValueError(f"ppo_shared must be true or false; got {ppo_shared!r}")
+        for name, flag in (("ppo_shared", ppo_shared), ("ppo_squash", ppo_squash)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false; got {flag!r}")
         hidden = _positive(ppo_hidden, "ppo_hidden", integer=True)
 
+        self.spec = EnvSpec.of(task_dist)
         self.num_envs = num_envs
         self.shared = bool(ppo_shared)
+        self.squash = bool(ppo_squash)
         self.n_learners = 1 if self.shared else num_envs  # L
         self.streams = num_envs if self.shared else 1  # S: envs per learner; env i = (learner i // S, stream i % S)
-        self.encoder = ObsEncoder(observation_space(task_dist))
-        self.n_actions = num_actions(task_dist)
+        self.encoder = ObsEncoder(self.spec.observation_space)
+        self.discrete = self.spec.discrete_actions
+        if self.discrete:
+            self.n_actions = self.spec.n_actions
+            n_out = self.n_actions
+        else:
+            self.action_dim = self.spec.action_dim  # d
+            n_out = self.action_dim
+            box = self.spec.action_space
+            self.low = torch.as_tensor(np.asarray(box.low, dtype=np.float32).reshape(-1))  # (d,)
+            self.high = torch.as_tensor(np.asarray(box.high, dtype=np.float32).reshape(-1))  # (d,)
+        # running statistics for Box observations; integer observations are one-hot, not normalised
+        self.obs_rms = None if self.encoder.one_hot else RunningMeanStd(self.n_learners, self.encoder.size)
         self.generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-        self.model = StackedActorCritic(self.n_learners, self.encoder.size, self.n_actions, hidden, self.generator)
+        self.model = StackedActorCritic(self.n_learners, self.encoder.size, n_out, hidden, self.generator,
+                                        log_std=not self.discrete)
         # eps 1e-5 as in CleanRL / SB3 PPO; elementwise, so one Adam is L independent ones
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, eps=1e-5)
         keys = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
         self.buffer: dict[str, list[np.ndarray]] = {k: [] for k in keys}  # one (N, ...) array per step
+        self._drawn: np.ndarray | None = None  # Box: (N, d) the Gaussian sample u of the last act
         self.n_updates = 0
 
-    # -- collect
+    # -- shapes and inputs
 
     def _by_learner(self, x: torch.Tensor) -> torch.Tensor:
         """(T, N, ...) -> (L, T*S, ...): each learner's samples, step-major (sample t*S + s)."""
@@ -332,19 +485,70 @@ class PPOPolicy:
         """(L, T*S) -> (T, N): the inverse of :meth:`_by_learner`."""
         return x.reshape(self.n_learners, -1, self.streams).transpose(0, 1).reshape(-1, self.num_envs)
 
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(L, B, D) encoded observations -> network inputs: normalised if Box, one-hot as they are."""
+        return x if self.obs_rms is None else self.obs_rms.normalize(x)
+
+    def _log_prob_entropy(self, x: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of ``actions`` and the mean entropy, per learner.
+
+        Args:
+            x: (L, B, D) network inputs.
+            actions: (L, B) int64 actions (Discrete) or (L, B, d) Gaussian samples u (Box).
+
+        Returns:
+            ``(logp, entropy)``: (L, B) log pi(a | s) and (L,) the policy's entropy averaged over
+            the B states (Box: the Gaussian's, state-independent; see ``ppo_squash``).
+        """
+        if self.discrete:
+            logp_all = torch.log_softmax(self.model.logits(x), -1)  # (L, B, A)
+            logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)  # (L, B)
+            return logp, -(logp_all.exp() * logp_all).sum(-1).mean(1)  # (L, B), (L,)
+        log_std = self.model.log_std  # (L, 1, d)
+        logp = gaussian_log_prob(actions, self.model.logits(x), log_std)  # (L, B)
+        if self.squash:
+            logp = logp - tanh_log_det(actions)  # (L, B) Haarnoja et al. 2018, Eq. 21
+        return logp, gaussian_entropy(log_std).squeeze(1)  # (L, B), (L,)
+
+    # -- collect
+
     @torch.no_grad()
     @_single_thread()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Sample every env's action from its learner's policy: (N, *obs_shape) -> (N,) int64."""
-        x = self.encoder(obs).view(self.n_learners, self.streams, -1)  # (L, S, D)
-        probs = torch.softmax(self.model.logits(x).view(self.num_envs, -1), dim=-1)  # (N, A)
-        u = torch.rand(self.num_envs, 1, generator=self.generator)  # (N, 1)
-        actions = (probs.cumsum(-1) < u).sum(-1).clamp_(max=self.n_actions - 1)  # (N,) inverse-CDF sampling
-        return actions.numpy().astype(np.int64)
+        """Sample every env's action from its learner's policy.
+
+        Args:
+            obs: (N, *obs_shape) observations.
+
+        Returns:
+            (N,) int64 (Discrete) or (N, *action_shape) floats inside the box (Box: the Gaussian
+            sample clipped, or squashed with ``ppo_squash``; the sample itself is kept for training).
+        """
+        x = self._normalize(self.encoder(obs).view(self.n_learners, self.streams, -1))  # (L, S, D)
+        if self.discrete:
+            probs = torch.softmax(self.model.logits(x).view(self.num_envs, -1), dim=-1)  # (N, A)
+            u = torch.rand(self.num_envs, 1, generator=self.generator)  # (N, 1)
+            actions = (probs.cumsum(-1) < u).sum(-1).clamp_(max=self.n_actions - 1)  # (N,) inverse-CDF sampling
+            return actions.numpy().astype(np.int64)
+        mean = self.model.logits(x)  # (L, S, d)
+        noise = torch.randn(self.num_envs, self.action_dim, generator=self.generator)  # (N, d)
+        u = mean + self.model.log_std.exp() * noise.view_as(mean)  # (L, S, d) u ~ N(mu, sigma^2)
+        u = u.reshape(self.num_envs, -1)  # (N, d)
+        self._drawn = u.numpy().copy()
+        a = squash_to_box(u, self.low, self.high) if self.squash else u.clamp(self.low, self.high)  # (N, d)
+        return a.numpy().reshape(self.num_envs, *self.spec.action_shape).astype(self.spec.action_dtype)
 
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
                terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """Store one step of every env; after ``ppo_rollout`` steps, :meth:`train` on them."""
+        """Store one step of every env; after ``ppo_rollout`` steps, :meth:`train` on them.
+
+        With Box actions the stored action is the Gaussian sample u drawn by the last :meth:`act`
+        (what PPO's log-probabilities are of), not ``actions``, the clipped action the env ran.
+        """
+        if not self.discrete:
+            if self._drawn is None:
+                raise RuntimeError("ppo: update() needs the sample of a preceding act(); call act, step, update")
+            actions, self._drawn = self._drawn, None
         for key, val in (("obs", obs), ("actions", actions), ("rewards", rewards), ("next_obs", next_obs),
                          ("terminated", terminated), ("truncated", truncated)):
             self.buffer[key].append(np.array(val))
@@ -357,11 +561,12 @@ class PPOPolicy:
 
     @_single_thread()
     def train(self, rollout: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """One PPO update of every learner on a rollout.
+        """One PPO update of every learner on a rollout, then (Box observations) the running statistics.
 
         Args:
-            rollout: ``obs`` and ``next_obs`` (T, N, *obs_shape), ``actions``, ``rewards``,
-                ``terminated``, ``truncated`` (T, N), as :meth:`update` receives them.
+            rollout: ``obs`` and ``next_obs`` (T, N, *obs_shape), ``rewards``, ``terminated``,
+                ``truncated`` (T, N), and ``actions``: (T, N) int64 (Discrete) or (T, N,
+                *action_shape) the Gaussian samples u (Box), as :meth:`update` stores them.
 
         Returns:
             Per-learner diagnostics of the last minibatch, each (L,): ``policy_loss``,
@@ -369,13 +574,18 @@ class PPOPolicy:
         """
         obs, next_obs = rollout["obs"], rollout["next_obs"]
         t, n = obs.shape[:2]
-        x = self._by_learner(self.encoder(obs.reshape(t * n, *obs.shape[2:])).view(t, n, -1))  # (L, M, D), M = T*S
-        x_next = self._by_learner(self.encoder(next_obs.reshape(t * n, *obs.shape[2:])).view(t, n, -1))  # (L, M, D)
-        actions = self._by_learner(torch.as_tensor(rollout["actions"], dtype=torch.long))  # (L, M)
-        with torch.no_grad():  # the behaviour policy: the weights have not moved since the rollout began
+        raw = self._by_learner(self.encoder(obs.reshape(t * n, *obs.shape[2:])).view(t, n, -1))  # (L, M, D), M = T*S
+        x = self._normalize(raw)  # (L, M, D)
+        x_next = self._normalize(self._by_learner(self.encoder(next_obs.reshape(t * n, *obs.shape[2:])).view(t, n, -1)))
+        if self.discrete:
+            actions = self._by_learner(torch.as_tensor(rollout["actions"], dtype=torch.long))  # (L, M)
+        else:
+            drawn = torch.as_tensor(np.asarray(rollout["actions"], dtype=np.float32).reshape(t, n, self.action_dim))
+            actions = self._by_learner(drawn)  # (L, M, d)
+        with torch.no_grad():  # the behaviour policy: weights and statistics have not moved since the rollout began
             values = self._by_time(self.model.value(x))  # (T, N)
             next_values = self._by_time(self.model.value(x_next))  # (T, N)
-            logp_old = torch.log_softmax(self.model.logits(x), -1).gather(-1, actions[..., None]).squeeze(-1)  # (L, M)
+            logp_old = self._log_prob_entropy(x, actions)[0]  # (L, M)
             adv, returns = gae(torch.as_tensor(rollout["rewards"], dtype=torch.float32), values, next_values,
                                torch.as_tensor(rollout["terminated"]), torch.as_tensor(rollout["truncated"]),
                                self.gamma, self.gae_lambda)  # (T, N) each
@@ -388,10 +598,9 @@ class PPOPolicy:
             order = torch.rand(x.shape[:2], generator=self.generator).argsort(dim=1)  # (L, M) a shuffle per learner
             for idx in order.tensor_split(self.minibatches, dim=1):  # (L, mb)
                 xb = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (L, mb, D)
-                ab, old, advb, retb = (v.gather(1, idx) for v in (actions, logp_old, adv, returns))  # (L, mb)
-                logp_all = torch.log_softmax(self.model.logits(xb), -1)  # (L, mb, A)
-                logp = logp_all.gather(-1, ab[..., None]).squeeze(-1)  # (L, mb)
-                entropy = -(logp_all.exp() * logp_all).sum(-1).mean(1)  # (L,)
+                old, advb, retb = (v.gather(1, idx) for v in (logp_old, adv, returns))  # (L, mb)
+                ab = actions.gather(1, idx if self.discrete else idx[..., None].expand(-1, -1, self.action_dim))
+                logp, entropy = self._log_prob_entropy(xb, ab)  # (L, mb), (L,)
                 policy_loss = -clipped_surrogate(logp, old, advb, self.clip).mean(1)  # (L,)
                 value_loss = 0.5 * (self.model.value(xb) - retb).pow(2).mean(1)  # (L,)
                 loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy  # (L,)
@@ -399,6 +608,8 @@ class PPOPolicy:
                 loss.sum().backward()  # disjoint slices: learner i's gradient is that of loss[i] alone
                 grad_norm = clip_grad_norm_per_learner_(params, self.max_grad_norm or math.inf)  # (L,)
                 self.optimizer.step()
+        if self.obs_rms is not None:
+            self.obs_rms.update(raw)  # after the update: the next rollout is drawn and trained with the new statistics
         self.n_updates += 1
         return {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                 "entropy": entropy.detach(), "grad_norm": grad_norm}

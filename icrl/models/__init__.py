@@ -1,5 +1,5 @@
 """Transformer models for in-context RL: Algorithm Distillation (AD) and the Decision-Pretrained
-Transformer (DPT) on one causal backbone with a KV cache (DESIGN §7)."""
+Transformer (DPT) on one causal backbone with a KV cache (docs/architecture.md#models)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,13 @@ import torch
 
 from .ad import ADModel, banded_causal_mask
 from .dpt import DPTModel, readout_mask
-from .losses import ad_loss, dpt_loss
-from .transformer import (
-    KVCache,
-    ModelConfig,
-    Transformer,
-    check_batch,
-    encode_obs,
-    obs_sizes_for,
-)
+from .encoders import ActionHead, check_batch, encode_obs
+from .losses import ad_loss, dpt_loss, head_loss
+from .transformer import KVCache, ModelConfig, Transformer
 
 __all__ = [
     "ADModel",
+    "ActionHead",
     "DPTModel",
     "KVCache",
     "ModelConfig",
@@ -28,8 +23,8 @@ __all__ = [
     "check_batch",
     "dpt_loss",
     "encode_obs",
+    "head_loss",
     "make_model",
-    "obs_sizes_for",
     "readout_mask",
 ]
 

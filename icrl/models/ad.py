@@ -3,11 +3,13 @@ Distillation"): a causal transformer over a learning history that predicts the s
 next action at every step.
 
 Token t embeds (o_t, a_{t-1}, r_{t-1}) with one Linear over the concatenated features
-``[one-hot(o_t) | one-hot(a_{t-1}) or "first step" flag | r_{t-1}]``. The "first step" flag is an
-extra class of the previous-action one-hot, set when ``prev_action < 0``; the action part is then
-all zeros and the reward is ignored. Attention is causal and, with ``config.window = K``, limited
-to the last K steps (a banded mask; AD trains on across-episode contexts of a few episodes), so an
-online rollout of any length runs on a ring KV cache of K slots and reproduces the full pass.
+``[obs(o_t) | action(a_{t-1}) | first-step flag | r_{t-1} | r_{t-1} * one-hot(a_{t-1})]``, each part
+encoded as its space asks (``encoders.py``: one-hot or normalised values); the last block exists for
+Discrete actions only. At the first step of a history (``prev_action`` is the sentinel: -1, or a NaN
+row for Box actions) the flag is set and the action and reward parts are zero. Attention is causal
+and, with ``config.window = K``, limited to the last K steps (a banded mask; AD trains on
+across-episode contexts of a few episodes), so an online rollout of any length runs on a ring KV
+cache of K slots and reproduces the full pass.
 """
 
 from __future__ import annotations
@@ -15,15 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .transformer import (
-    KVCache,
-    MaskCache,
-    ModelConfig,
-    Transformer,
-    init_weights,
-    obs_index,
-    onehot_features,
-)
+from .encoders import ActionEncoder, ActionHead, ObsEncoder, is_first
+from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights
 
 
 def banded_causal_mask(T: int, window: int) -> torch.Tensor:
@@ -46,30 +41,30 @@ class ADModel(nn.Module):
         if config.kind != "ad":
             raise ValueError(f"ADModel needs ModelConfig(kind='ad'), got kind={config.kind!r}; use DPTModel")
         self.config = config
-        self.obs_dim = config.obs_dim
-        # Feature columns: obs one-hot | n_actions + 1 prev-action classes (last = first step) | reward
-        # | reward * one-hot(prev action) (the reward in its action's column, so attention can average
-        # rewards per action without an MLP in between; see DPTModel).
-        A = config.n_actions
-        self.rew_col, self.ar_off = self.obs_dim + A + 1, self.obs_dim + A + 2
-        self.feat_dim = self.obs_dim + 2 * A + 2
+        self.obs_enc = ObsEncoder(config.observation)
+        self.act_enc = ActionEncoder(config.action)
+        self.discrete = config.discrete_actions
+        # Feature columns: obs | prev action | first-step flag | reward | reward * one-hot(prev action)
+        # (Discrete only: the reward in its action's column, so attention can average rewards per
+        # action without an MLP in between; see DPTModel).
+        A = self.act_enc.width
+        self.feat_dim = self.obs_enc.width + A + 2 + (A if self.discrete else 0)
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
         self.backbone = Transformer(config)
-        self.head = nn.Linear(config.n_embd, config.n_actions, bias=config.bias)
+        self.head = ActionHead(config.n_embd, config.action, config.head, bias=config.bias)
         self._masks = MaskCache()
         init_weights(self, config.n_layer, generator)
 
     def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:
-        """Concatenated token features: obs (..., k), prev_action (...), prev_reward (...) -> (..., F)."""
-        first = prev_action < 0  # (...,) start of a history: no previous action
-        act_col = torch.where(first, self.config.n_actions, prev_action.long()) + self.obs_dim  # (...,)
-        idx = torch.cat((obs_index(obs, self.config.obs_sizes), act_col.unsqueeze(-1)), dim=-1)  # (..., k+1)
-        feats = onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
-        r = torch.where(first, 0.0, prev_reward.to(feats.dtype))  # (...,) no reward before the first step
-        feats[..., self.rew_col] = r  # (...,)
-        ar_col = torch.where(first, 0, prev_action.long()) + self.ar_off  # (...,)
-        feats.scatter_(-1, ar_col.unsqueeze(-1), r.unsqueeze(-1))  # (..., F) r in its action's column (0 at start)
-        return feats  # (..., F)
+        """Concatenated token features: obs (..., k), prev_action (...) or (..., d), prev_reward (...) -> (..., F)."""
+        dtype = self.embed.weight.dtype
+        first = is_first(prev_action, self.discrete)  # (...,) start of a history: no previous action
+        r = torch.where(first, 0.0, prev_reward.to(dtype)).unsqueeze(-1)  # (..., 1) no reward before the first step
+        act = self.act_enc(prev_action, dtype)  # (..., A) zeros at the first step
+        parts = [self.obs_enc(obs, dtype), act, first.unsqueeze(-1).to(dtype), r]
+        if self.discrete:
+            parts.append(act * r)  # (..., A) r in its action's column
+        return torch.cat(parts, dim=-1)  # (..., F)
 
     def embed_tokens(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:
         """Token embeddings: obs (B, T, k), prev_action (B, T), prev_reward (B, T) -> (B, T, C)."""
@@ -79,25 +74,27 @@ class ADModel(nn.Module):
         """Predict a_t at every position of a batch of history windows in one pass.
 
         Args:
-            obs: (B, T, k) integer observations o_t, one column per obs component.
-            prev_action: (B, T) int64 a_{t-1}; -1 at the first step of a history.
-            prev_reward: (B, T) float r_{t-1} (ignored where ``prev_action < 0``).
+            obs: (B, T, k) observations o_t, one column per (flattened) obs component.
+            prev_action: (B, T) int64 a_{t-1}, -1 at the first step of a history; or (B, T, d)
+                floats for Box actions, a NaN row at the first step.
+            prev_reward: (B, T) float r_{t-1} (ignored at the first step).
 
         Returns:
-            (B, T, n_actions) logits of a_t.
+            (B, T, out) head outputs for a_t: logits (categorical), mean and log-std (gaussian),
+            pre-tanh values (tanh).
 
         Raises:
             ValueError: if T exceeds ``config.block_size`` or the shapes disagree.
         """
-        if obs.dim() != 3 or obs.shape[-1] != len(self.config.obs_sizes):
-            raise ValueError(
-                f"obs must be (B, T, {len(self.config.obs_sizes)}) integers, got shape {tuple(obs.shape)}"
-            )
+        k = self.obs_enc.k
+        if obs.dim() != 3 or obs.shape[-1] != k:
+            raise ValueError(f"obs must be (B, T, {k}), got shape {tuple(obs.shape)}")
         B, T, _ = obs.shape
-        if prev_action.shape != (B, T) or prev_reward.shape != (B, T):
+        action_shape = (B, T) if self.discrete else (B, T, self.act_enc.width)
+        if prev_action.shape != action_shape or prev_reward.shape != (B, T):
             raise ValueError(
-                f"prev_action and prev_reward must be (B, T) = {(B, T)}, got {tuple(prev_action.shape)} "
-                f"and {tuple(prev_reward.shape)}"
+                f"prev_action and prev_reward must be {action_shape} and (B, T) = {(B, T)}, got "
+                f"{tuple(prev_action.shape)} and {tuple(prev_reward.shape)}"
             )
         if T > self.config.block_size:
             raise ValueError(
@@ -113,7 +110,7 @@ class ADModel(nn.Module):
         else:
             mask = self._masks.get(("band", T, K), x.device, lambda: banded_causal_mask(T, K))  # (T, T)
             h = self.backbone(x, positions, mask=mask)  # (B, T, C)
-        return self.head(h)  # (B, T, A)
+        return self.head(h)  # (B, T, out)
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:
@@ -135,15 +132,15 @@ class ADModel(nn.Module):
 
         Args:
             cache: from ``new_cache``; its ``pos`` is the step's position in the history.
-            obs: (B, k) integer observation o_t.
-            prev_action: (B,) int64 a_{t-1}; -1 at the first step.
+            obs: (B, k) observation o_t.
+            prev_action: (B,) int64 or (B, d) float a_{t-1}; the sentinel at the first step.
             prev_reward: (B,) float r_{t-1}.
 
         Returns:
-            (B, n_actions) logits of a_t; equal to ``forward`` over the whole history at row t.
+            (B, out) head outputs for a_t; equal to ``forward`` over the whole history at row t.
         """
-        if obs.dim() != 2 or obs.shape[-1] != len(self.config.obs_sizes):
-            raise ValueError(f"obs must be (B, {len(self.config.obs_sizes)}) integers, got {tuple(obs.shape)}")
+        if obs.dim() != 2 or obs.shape[-1] != self.obs_enc.k:
+            raise ValueError(f"obs must be (B, {self.obs_enc.k}), got {tuple(obs.shape)}")
         x = self.embed_tokens(obs[:, None], prev_action[:, None], prev_reward[:, None])  # (B, 1, C)
         h = self.backbone.decode(x, cache)  # (B, 1, C)
-        return self.head(h[:, 0])  # (B, A)
+        return self.head(h[:, 0])  # (B, out)

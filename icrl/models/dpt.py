@@ -9,14 +9,15 @@ j = 0..n (DPT's pretraining loss sums over every prefix; j = 0 is the prior) in 
 n context tokens followed by the n + 1 readouts under a block mask. Readout j has RoPE position j,
 i.e. right after the last transition it sees, exactly where an online readout sits.
 
-With ``config.window = K`` attention is a sliding window (DESIGN §7, as for AD): a context token
+With ``config.window = K`` attention is a sliding window (as for AD; docs/architecture.md#models): a context token
 sees itself and the K - 1 transitions before it, readout j sees transitions j - K .. j - 1. Online,
 the context then lives in a ring of K cached transitions, so a rollout of any number of MDP
 episodes keeps its last K transitions in context at one token per step.
 
 All tokens share one Linear over the features
-``[one-hot(s) | one-hot(a) | r | one-hot(s') | readout flag | r * one-hot(a)]``; a readout fills
-only ``s`` (with the query) and the flag.
+``[s | a | r | s' | readout flag | r * one-hot(a)]``, each part encoded as its space asks
+(``encoders.py``; the last block for Discrete actions only); a readout fills only ``s`` (with the
+query) and the flag.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights, obs_index, onehot_features
+from .encoders import ActionEncoder, ActionHead, ObsEncoder
+from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights
 
 
 def readout_mask(n: int, prefixes: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
@@ -60,68 +62,72 @@ class DPTModel(nn.Module):
         if config.kind != "dpt":
             raise ValueError(f"DPTModel needs ModelConfig(kind='dpt'), got kind={config.kind!r}; use ADModel")
         self.config = config
-        D, A = config.obs_dim, config.n_actions
+        self.obs_enc = ObsEncoder(config.observation)
+        self.act_enc = ActionEncoder(config.action)
+        self.discrete = config.discrete_actions
         # Feature columns: s [0, D) | a [D, D+A) | r D+A | s' [D+A+1, 2D+A+1) | readout flag 2D+A+1
-        # | r * one-hot(a) [2D+A+2, 2D+2A+2). The last block puts the reward in its action's column,
-        # so a single uniform attention head already averages rewards per action: the sufficient
-        # statistics of a bandit posterior are then one layer away instead of two.
-        self.act_off, self.rew_col, self.next_off, self.flag_col = D, D + A, D + A + 1, 2 * D + A + 1
-        self.ar_off = 2 * D + A + 2
-        self.feat_dim = 2 * D + 2 * A + 2
+        # | r * one-hot(a) [2D+A+2, 2D+2A+2) for Discrete actions. The last block puts the reward in
+        # its action's column, so a single uniform attention head already averages rewards per
+        # action: the sufficient statistics of a bandit posterior are then one layer away, not two.
+        D, A = self.obs_enc.width, self.act_enc.width
+        self.flag_col = 2 * D + A + 1
+        self.feat_dim = 2 * D + A + 2 + (A if self.discrete else 0)
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
         self.backbone = Transformer(config)
-        self.head = nn.Linear(config.n_embd, config.n_actions, bias=config.bias)
+        self.head = ActionHead(config.n_embd, config.action, config.head, bias=config.bias)
         self._masks = MaskCache()
         init_weights(self, config.n_layer, generator)
 
     def context_features(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                          next_obs: torch.Tensor) -> torch.Tensor:
-        """Transition features: obs (..., k), action (...), reward (...), next_obs (..., k) -> (..., F)."""
-        sizes = self.config.obs_sizes
-        act_col = (action.long() + self.act_off).unsqueeze(-1)  # (..., 1)
-        idx = torch.cat((obs_index(obs, sizes), act_col, obs_index(next_obs, sizes) + self.next_off), dim=-1)  # (..., 2k+1)
-        feats = onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
-        r = reward.to(feats.dtype)  # (...,)
-        feats[..., self.rew_col] = r  # (...,)
-        feats.scatter_(-1, action.long().unsqueeze(-1) + self.ar_off, r.unsqueeze(-1))  # (..., F) r in column a
-        return feats  # (..., F)
+        """Transition features: obs (..., k), action (...) or (..., d), reward (...), next_obs (..., k) -> (..., F)."""
+        dtype = self.embed.weight.dtype
+        act = self.act_enc(action, dtype)  # (..., A)
+        r = reward.to(dtype).unsqueeze(-1)  # (..., 1)
+        parts = [self.obs_enc(obs, dtype), act, r, self.obs_enc(next_obs, dtype), torch.zeros_like(r)]
+        if self.discrete:
+            parts.append(act * r)  # (..., A) r in column a
+        return torch.cat(parts, dim=-1)  # (..., F)
 
     def readout_features(self, query_obs: torch.Tensor) -> torch.Tensor:
         """Readout features: query_obs (..., k) -> (..., F) with the readout flag set."""
-        flag = torch.full_like(query_obs[..., :1], self.flag_col, dtype=torch.long)  # (..., 1)
-        idx = torch.cat((obs_index(query_obs, self.config.obs_sizes), flag), dim=-1)  # (..., k+1)
-        return onehot_features(idx, self.feat_dim, self.embed.weight.dtype)  # (..., F)
+        dtype = self.embed.weight.dtype
+        s = self.obs_enc(query_obs, dtype)  # (..., D)
+        rest = torch.zeros(*s.shape[:-1], self.feat_dim - s.shape[-1], dtype=dtype, device=s.device)  # (..., F-D)
+        rest[..., self.flag_col - s.shape[-1]] = 1.0
+        return torch.cat((s, rest), dim=-1)  # (..., F)
 
     def forward(self, ctx_obs: torch.Tensor, ctx_action: torch.Tensor, ctx_reward: torch.Tensor,
                 ctx_next_obs: torch.Tensor, query_obs: torch.Tensor, prefixes: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the optimal action after every context prefix (or the given ones), in one pass.
 
         Args:
-            ctx_obs: (B, n, k) integer states s_i.
-            ctx_action: (B, n) int64 actions a_i.
+            ctx_obs: (B, n, k) states s_i (one column per flattened obs component).
+            ctx_action: (B, n) int64 actions a_i, or (B, n, d) floats for Box actions.
             ctx_reward: (B, n) float rewards r_i.
-            ctx_next_obs: (B, n, k) integer next states s'_i.
+            ctx_next_obs: (B, n, k) next states s'_i.
             query_obs: (B, k) one query for every prefix, or (B, J, k) a query per readout.
             prefixes: (J,) increasing prefix lengths in [0, n] to read out after (default 0..n, J = n+1).
                 Training on a random subset is an unbiased, cheaper estimate of the all-prefix loss.
 
         Returns:
-            (B, J, n_actions) logits; row i is the prediction from the first prefixes[i] transitions.
+            (B, J, out) head outputs; row i is the prediction from the first prefixes[i] transitions.
 
         Raises:
             ValueError: if n exceeds ``config.block_size`` or the shapes disagree.
         """
-        k = len(self.config.obs_sizes)
+        k = self.obs_enc.k
         if ctx_obs.dim() != 3 or ctx_obs.shape[-1] != k or ctx_next_obs.shape != ctx_obs.shape:
             raise ValueError(
-                f"ctx_obs and ctx_next_obs must be (B, n, {k}) integers, got {tuple(ctx_obs.shape)} and "
+                f"ctx_obs and ctx_next_obs must be (B, n, {k}), got {tuple(ctx_obs.shape)} and "
                 f"{tuple(ctx_next_obs.shape)}"
             )
         B, n, _ = ctx_obs.shape
-        if ctx_action.shape != (B, n) or ctx_reward.shape != (B, n):
+        action_shape = (B, n) if self.discrete else (B, n, self.act_enc.width)
+        if ctx_action.shape != action_shape or ctx_reward.shape != (B, n):
             raise ValueError(
-                f"ctx_action and ctx_reward must be (B, n) = {(B, n)}, got {tuple(ctx_action.shape)} and "
-                f"{tuple(ctx_reward.shape)}"
+                f"ctx_action and ctx_reward must be {action_shape} and (B, n) = {(B, n)}, got "
+                f"{tuple(ctx_action.shape)} and {tuple(ctx_reward.shape)}"
             )
         if n > self.config.block_size:
             raise ValueError(
@@ -153,7 +159,7 @@ class DPTModel(nn.Module):
         else:
             mask = readout_mask(n, prefixes, K)[rows].to(x.device)  # (J or n+J, n+J)
         h = self.backbone(x, positions, mask=mask, n_causal=n if K is None else 0)  # (B, n+J, C)
-        return self.head(h[:, n:])  # (B, J, A)
+        return self.head(h[:, n:])  # (B, J, out)
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:
@@ -176,7 +182,7 @@ class DPTModel(nn.Module):
 
         Args:
             cache: from ``new_cache``.
-            obs: (B, k) integer states; action: (B,) int64; reward: (B,) float; next_obs: (B, k).
+            obs: (B, k) states; action: (B,) int64 or (B, d) float; reward: (B,) float; next_obs: (B, k).
 
         Raises:
             ValueError: when a linear cache already holds ``block_size`` transitions.
@@ -191,11 +197,11 @@ class DPTModel(nn.Module):
 
         Args:
             cache: from ``new_cache``, holding j transitions.
-            query_obs: (B, k) integer query states.
+            query_obs: (B, k) query states.
 
         Returns:
-            (B, n_actions) logits; equal to row j of ``forward`` on the same context.
+            (B, out) head outputs; equal to row j of ``forward`` on the same context.
         """
         x = self.embed(self.readout_features(query_obs[:, None]))  # (B, 1, C)
         h = self.backbone.decode(x, cache, commit=False)  # (B, 1, C)
-        return self.head(h[:, 0])  # (B, A)
+        return self.head(h[:, 0])  # (B, out)

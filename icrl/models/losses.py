@@ -1,4 +1,5 @@
-"""Weighted cross-entropy losses for AD and DPT.
+"""Weighted losses for AD and DPT: cross-entropy for Discrete actions, and, through
+:func:`head_loss`, whatever loss the model's action head owns (Gaussian NLL, tanh MSE).
 
 Both losses first average the cross-entropy over a sample's positions, then take the weighted
 mean over samples, ``L = sum_b w_b l_b / sum_b w_b``. A sample's weight (e.g. an LHF weight,
@@ -22,6 +23,51 @@ def _weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 def _check_weights(weights: torch.Tensor, B: int) -> None:
     if weights.shape != (B,):
         raise ValueError(f"weights must have shape (B,) = ({B},), got {tuple(weights.shape)}")
+
+
+def _reduce(per_position: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) per-position losses -> sum_b w_b l_b / sum_b w_b with l_b the (masked) mean over T."""
+    if mask is None:
+        per_sample = per_position.mean(dim=1)  # (B,)
+    else:
+        m = mask.to(per_position.dtype)  # (B, T)
+        per_sample = (per_position * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B,)
+    return _weighted_mean(per_sample, weights)  # ()
+
+
+def head_loss(head: torch.nn.Module, out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted loss of an action head (``encoders.ActionHead``) over (B, T) predictions.
+
+    Same reduction as :func:`ad_loss`: the head's per-prediction loss (cross-entropy, Gaussian
+    negative log-likelihood or squared error) averaged over positions, then the weighted mean over
+    samples. A DPT target of one action per sample, (B,) or (B, d), is used for every readout.
+
+    Args:
+        head: the model's ``ActionHead``.
+        out: (B, T, out_features) head outputs.
+        target: (B, T) int64 / (B, T, d) float actions, or one per sample: (B,) / (B, d).
+        weights: (B,) non-negative per-sample weights.
+        mask: (B, T), 1 where a position counts, or None.
+    """
+    B, T = out.shape[:2]
+    if head.kind == "categorical":
+        if target.shape == (B,):
+            target = target[:, None].expand(B, T)  # (B, T)
+        if target.shape != (B, T):
+            raise ValueError(f"targets must have shape (B, T) = {(B, T)} or (B,), got {tuple(target.shape)}")
+    else:
+        if target.shape == (B, head.d):
+            target = target[:, None].expand(B, T, head.d)  # (B, T, d)
+        if target.shape != (B, T, head.d):
+            raise ValueError(f"targets must have shape (B, T, d) = {(B, T, head.d)} or (B, d), got "
+                             f"{tuple(target.shape)}")
+    _check_weights(weights, B)
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    if head.kind == "categorical" and mask is not None:
+        target = torch.where(mask > 0, target.long(), 0)  # padding labels (e.g. -1) replaced by a valid class
+    return _reduce(head.loss(out, target), weights, mask)  # ()
 
 
 def ad_loss(logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor,

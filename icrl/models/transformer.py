@@ -24,11 +24,17 @@ ROPE_BASE = 10_000.0
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """Architecture of an AD or DPT model; saved next to every checkpoint as JSON."""
+    """Architecture of an AD or DPT model; saved next to every checkpoint as JSON.
+
+    The spaces are those of the env spec (``icrl.spaces.space_to_dict`` form), so a checkpoint
+    knows the observations and actions it was trained on. A ``model.json`` written before the spec
+    existed (``obs_sizes`` and ``n_actions``) still loads: :meth:`from_dict` converts it.
+    """
 
     kind: str  # "ad" (Algorithm Distillation) or "dpt" (Decision-Pretrained Transformer)
-    obs_sizes: list[int]  # one-hot size per obs component: Discrete(n) -> [n], MultiDiscrete([9, 9]) -> [9, 9]
-    n_actions: int  # size of the Discrete action space
+    obs_space: dict  # observation space: Discrete / MultiDiscrete (one-hot) or Box (normalised, linear)
+    action_space: dict  # action space: Discrete or bounded Box
+    head: str = "auto"  # categorical (Discrete) | gaussian | tanh (Box); auto picks categorical / gaussian
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
     n_embd: int = 64  # residual stream width; n_embd / n_head must be even (RoPE rotates pairs)
@@ -39,16 +45,18 @@ class ModelConfig:
     rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
 
     def __post_init__(self) -> None:
+        from icrl.models.encoders import HEADS, resolve_head
+        from icrl.spaces import check_action_space, check_observation_space, space_from_dict, space_to_dict
+
         if self.kind not in ("ad", "dpt"):
             raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {self.kind!r}")
-        self.obs_sizes = [int(s) for s in self.obs_sizes]
-        if not self.obs_sizes or min(self.obs_sizes) < 1:
-            raise ValueError(
-                f"ModelConfig.obs_sizes must be a non-empty list of positive one-hot sizes, "
-                f"got {self.obs_sizes}; use [n] for Discrete(n) or list(nvec) for MultiDiscrete"
-            )
-        if self.n_actions < 1:
-            raise ValueError(f"ModelConfig.n_actions must be >= 1, got {self.n_actions}")
+        self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
+        self.action_space = space_to_dict(check_action_space(space_from_dict(self.action_space)))
+        self.head = resolve_head(self.head, self.action_space)
+        if self.head not in HEADS:
+            raise ValueError(f"ModelConfig.head must be auto or one of {', '.join(HEADS)}, got {self.head!r}")
+        if (self.head == "categorical") != (self.action_space["type"] == "Discrete"):
+            raise ValueError(f"ModelConfig.head: a {self.head} head does not fit {self.action_space['type']} actions")
         if self.n_layer < 1 or self.n_head < 1:
             raise ValueError(f"ModelConfig.n_layer and n_head must be >= 1, got {self.n_layer}, {self.n_head}")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
@@ -65,9 +73,35 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.window must be >= 1 or None, got {self.window}")
 
     @property
-    def obs_dim(self) -> int:
-        """Width of the concatenated one-hot observation encoding."""
-        return sum(self.obs_sizes)
+    def observation(self) -> Any:
+        """The observation space as a gymnasium space."""
+        from icrl.spaces import space_from_dict
+
+        return space_from_dict(self.obs_space)
+
+    @property
+    def action(self) -> Any:
+        """The action space as a gymnasium space."""
+        from icrl.spaces import space_from_dict
+
+        return space_from_dict(self.action_space)
+
+    @property
+    def discrete_actions(self) -> bool:
+        """Discrete actions (a categorical head) rather than a Box."""
+        return self.action_space["type"] == "Discrete"
+
+    @property
+    def obs_sizes(self) -> list[int]:
+        """One-hot size per obs component (integer observations only)."""
+        from icrl.models.encoders import discrete_sizes
+
+        return discrete_sizes(self.observation)
+
+    @property
+    def n_actions(self) -> int:
+        """Number of discrete actions (Discrete actions only)."""
+        return int(self.action_space["n"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the config."""
@@ -75,86 +109,27 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """Rebuild a config from ``to_dict`` output; unknown or missing keys are a ValueError."""
+        """Rebuild a config from ``to_dict`` output; unknown or missing keys are a ValueError.
+
+        A config of the format before spaces (``obs_sizes`` and ``n_actions`` instead of
+        ``obs_space`` and ``action_space``) is converted: ``[n]`` -> ``Discrete(n)``, longer lists
+        -> ``MultiDiscrete``, ``n_actions`` -> ``Discrete(n_actions)``.
+        """
+        d = dict(d)
+        if "obs_sizes" in d and "obs_space" not in d:
+            sizes = [int(s) for s in d.pop("obs_sizes")]
+            d["obs_space"] = ({"type": "Discrete", "n": sizes[0], "start": 0} if len(sizes) == 1
+                              else {"type": "MultiDiscrete", "nvec": sizes, "start": [0] * len(sizes)})
+        if "n_actions" in d and "action_space" not in d:
+            d["action_space"] = {"type": "Discrete", "n": int(d.pop("n_actions")), "start": 0}
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown ModelConfig keys {unknown}; valid keys are {sorted(names)}")
-        missing = sorted(n for n in ("kind", "obs_sizes", "n_actions") if n not in d)
+        missing = sorted(n for n in ("kind", "obs_space", "action_space") if n not in d)
         if missing:
             raise ValueError(f"ModelConfig is missing required keys {missing}")
         return cls(**d)
-
-
-def obs_sizes_for(space: Any) -> list[int]:
-    """One-hot sizes of a gymnasium ``Discrete`` or ``MultiDiscrete`` observation space."""
-    import gymnasium as gym
-
-    if isinstance(space, gym.spaces.Discrete):
-        if int(space.start) != 0:
-            raise ValueError(f"Discrete obs space must start at 0, got start={space.start}; shift the env's obs")
-        return [int(space.n)]
-    if isinstance(space, gym.spaces.MultiDiscrete) and space.nvec.ndim == 1:
-        return [int(n) for n in space.nvec]
-    raise ValueError(f"obs space {space} is not Discrete or 1-D MultiDiscrete; the models need integer obs")
-
-
-def check_batch(config: ModelConfig, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> None:
-    """Fail early when a dataset's observations or actions do not fit the model.
-
-    Args:
-        config: the model's config.
-        obs: integer observations of shape (..., k), one column per obs component.
-        actions: integer actions of any shape.
-
-    Raises:
-        ValueError: naming the mismatch (component count, one-hot range, action range) and the fix.
-    """
-    obs = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
-    actions = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
-    k = len(config.obs_sizes)
-    if obs.ndim == 0 or obs.shape[-1] != k:
-        got = obs.shape[-1] if obs.ndim else 0
-        raise ValueError(
-            f"dataset obs has {got} components but the model was built for {k}; build the model with "
-            f"obs_sizes of length {got} (one one-hot size per component), or pass obs as (..., {k}) integers"
-        )
-    if obs.size and not np.issubdtype(obs.dtype, np.integer):
-        if not np.array_equal(obs, np.round(obs)):
-            raise ValueError(f"dataset obs must be integers to be one-hot encoded, got dtype {obs.dtype}")
-    if obs.size:
-        flat = obs.reshape(-1, k)
-        lo, hi = flat.min(axis=0), flat.max(axis=0)
-        for i, size in enumerate(config.obs_sizes):
-            if lo[i] < 0 or hi[i] >= size:
-                raise ValueError(
-                    f"dataset obs component {i} spans [{lo[i]}, {hi[i]}] but the model one-hot encodes it "
-                    f"with size {size}; set obs_sizes[{i}] >= {int(hi[i]) + 1} (values must be >= 0)"
-                )
-    if actions.size:
-        lo_a, hi_a = actions.min(), actions.max()
-        if lo_a < 0 or hi_a >= config.n_actions:
-            raise ValueError(
-                f"dataset actions span [{lo_a}, {hi_a}] but the model was built for n_actions="
-                f"{config.n_actions}; set n_actions >= {int(hi_a) + 1} (actions must be >= 0)"
-            )
-
-
-def onehot_features(index: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """Scatter ones at integer feature indices: (..., m) int64 -> (..., width) in ``dtype``."""
-    out = torch.zeros(*index.shape[:-1], width, dtype=dtype, device=index.device)  # (..., width)
-    return out.scatter_(-1, index, 1.0)  # (..., width)
-
-
-def obs_index(obs: torch.Tensor, obs_sizes: Sequence[int]) -> torch.Tensor:
-    """Column of each obs component inside the concatenated one-hot: (..., k) -> (..., k) int64."""
-    offsets = torch.tensor(np.cumsum([0, *obs_sizes[:-1]]), dtype=torch.long, device=obs.device)  # (k,)
-    return obs.long() + offsets  # (..., k)
-
-
-def encode_obs(obs: torch.Tensor, obs_sizes: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One-hot encode integer observations per component and concatenate: (..., k) -> (..., sum(obs_sizes))."""
-    return onehot_features(obs_index(obs, obs_sizes), sum(obs_sizes), dtype)  # (..., D_obs)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
