@@ -8,7 +8,8 @@ observation is the constant 0, and ``info["regret"]`` is the expected regret mu*
 
 :class:`BanditEnv` and :class:`BanditVectorEnv` hold everything but the reward model and the task
 prior, so the linear bandit (``linear_bandit.py``) reuses them. Both draw rewards through the same
-noise function, which is what makes the single and vector envs the same world (docs/architecture.md#environments-and-tasks).
+noise function, which is what makes the single and vector envs the same world
+(docs/architecture.md#environments-and-tasks).
 """
 
 from __future__ import annotations

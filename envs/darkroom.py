@@ -1,6 +1,7 @@
 """Dark Room grid worlds (AD, DICP, LHF and DPT papers): single envs and native numpy vector envs.
 
-The agent sees only its integer cell (x, y) on a ``size x size`` grid (docs/architecture.md#environments-and-tasks); the moves, the
+The agent sees only its integer cell (x, y) on a ``size x size`` grid
+(docs/architecture.md#environments-and-tasks); the moves, the
 episode ends, the train/test splits and the shared env classes are in ``grid.py``.
 
 Families (ids registered in ``icrl.envs``):

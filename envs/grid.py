@@ -1,7 +1,8 @@
 """Shared grid-world machinery of the Dark Room family (``darkroom.py``) and KeyToDoor.
 
 The agent sees only a Markov state of a ``size x size`` grid (its integer cell (x, y), plus what
-the family adds; docs/architecture.md#environments-and-tasks). Actions are 0: x+1, 1: x-1, 2: y+1, 3: y-1, 4: stay, clipped at the
+the family adds; docs/architecture.md#environments-and-tasks). Actions are 0: x+1, 1: x-1,
+2: y+1, 3: y-1, 4: stay, clipped at the
 walls; the reward is computed on the cell *after* the move. Episodes last ``horizon`` steps (the env
 truncates itself there) unless the family ends them earlier (``terminated=True``).
 

@@ -1,7 +1,8 @@
 """Task distributions and the registry of environment families.
 
 A *family* is one gymnasium id together with its single env, its native vector env and its
-:class:`TaskDistribution` (docs/architecture.md#environments-and-tasks). :func:`register_family` records the three and registers the
+:class:`TaskDistribution` (docs/architecture.md#environments-and-tasks). :func:`register_family`
+records the three and registers the
 id with gymnasium, so ``gymnasium.make(id)`` and
 ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` both work, and
 :func:`task_distribution` builds the task distribution from the same kwargs as the env.

@@ -13,8 +13,6 @@ All randomness comes from the ``np.random.Generator`` passed to ``sample``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 

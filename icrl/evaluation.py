@@ -263,6 +263,8 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
         # AD imitates its source, and an MDP model learned from its histories: compare with the
         # source's own learning curve on the same tasks
         methods.append("source")
+    if "source" in methods and len(cfg.collect.algorithms) == 1 and cfg.collect.algorithms[0] in methods:
+        methods.remove(cfg.collect.algorithms[0])  # the same curve as "source" (same tasks, same random numbers)
     seq = run_seq(cfg)
     per_method = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
                   for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}

@@ -1,5 +1,6 @@
-"""Reading a dataset folder written by :class:`icrl.histories.DatasetWriter` (format: docs/architecture.md#learning-histories-and-storage
-and :mod:`icrl.histories`): the manifest check and :class:`HistoryStore`, which loads the
+"""Reading a dataset folder written by :class:`icrl.histories.DatasetWriter` (format:
+docs/architecture.md#learning-histories-and-storage and :mod:`icrl.histories`): the manifest
+check and :class:`HistoryStore`, which loads the
 per-history index at open and reads steps on demand, plus derived files (LHF scores, weights)
 written next to the shards and listed in the manifest.
 """
@@ -13,7 +14,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from icrl.spaces import EnvSpec, SpaceError
 from icrl.histories import (
     _H5_ERRORS,
     _NAME_RE,
@@ -28,6 +28,7 @@ from icrl.histories import (
     _write_json,
     file_sha256,
 )
+from icrl.spaces import EnvSpec, SpaceError
 
 
 def _load_manifest(directory: Path) -> dict[str, Any]:

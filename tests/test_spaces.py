@@ -239,3 +239,21 @@ def test_box_ad_learns_a_context_dependent_action():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 2.0  # NLL falls by several nats as sigma shrinks around the right mean
+
+
+def test_a_dataset_written_before_specs_rebuilds_its_spec_and_trains(tmp_path):
+    import json
+
+    from icrl.cli import main
+    from icrl.store import HistoryStore
+
+    data = tmp_path / "data"
+    tiny = ["env.id=icrl/DarkRoom-v0", "collect.algorithms=[random]", "collect.n_tasks=4", "collect.episodes=2"]
+    assert main(["collect", "--quiet", "--out", str(data), *tiny]) == 0
+    manifest = json.loads((data / "manifest.json").read_text())
+    spec = manifest.pop("spec")  # the manifest as written before the space contract
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with HistoryStore(data) as store:
+        assert store.spec.to_dict() == spec
+    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *tiny, f"data.dataset={data}", "model.kind=ad",
+                 "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "train.steps=2"]) == 0

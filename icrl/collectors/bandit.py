@@ -1,4 +1,5 @@
-"""Bandit source algorithms, batched over N tasks as (N, n_arms) numpy arrays (docs/architecture.md#collection-and-source-algorithms).
+"""Bandit source algorithms, batched over N tasks as (N, n_arms) numpy arrays
+(docs/architecture.md#collection-and-source-algorithms).
 
 Every policy here runs N independent bandit learners at once with no Python loop over tasks:
 the statistics live in (N, n_arms) arrays (or (N, d, d) for LinUCB) and each step is a handful of

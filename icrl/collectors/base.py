@@ -4,7 +4,8 @@ A source algorithm is a :class:`Policy` acting on N envs at once (numpy in, nump
 :func:`run_policy` drives it through gymnasium's native vector env of the family, honouring the
 env's SAME_STEP autoreset (no fake steps: the step that ends an episode already returns the next
 episode's first observation), and records every real step of every history. :func:`collect_block`
-is the one entry point of the collection pipeline (docs/architecture.md#collection-and-source-algorithms): it builds the policy and runs it.
+is the one entry point of the collection pipeline
+(docs/architecture.md#collection-and-source-algorithms): it builds the policy and runs it.
 
 Actions follow the family's :class:`~icrl.spaces.EnvSpec`: (N,) int64 for ``Discrete``, (N,
 *action_shape) floats for ``Box``, clipped into the box by the runner (the stored action is the one

@@ -1,4 +1,5 @@
-"""PPO as a batched source algorithm: N independent actor-critic learners trained at once (docs/architecture.md#collection-and-source-algorithms).
+"""PPO as a batched source algorithm: N independent actor-critic learners trained at once
+(docs/architecture.md#collection-and-source-algorithms).
 
 Clipped PPO (Schulman et al. 2017, "Proximal Policy Optimization Algorithms", Eq. 7 and 9) with
 generalised advantage estimation (Schulman et al. 2016, "High-Dimensional Continuous Control Using

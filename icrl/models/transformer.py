@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from icrl.models.encoders import HEADS, discrete_sizes, resolve_head
+from icrl.spaces import check_action_space, check_observation_space, space_from_dict, space_to_dict
 
 ROPE_BASE = 10_000.0
 
@@ -45,9 +47,6 @@ class ModelConfig:
     rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
 
     def __post_init__(self) -> None:
-        from icrl.models.encoders import HEADS, resolve_head
-        from icrl.spaces import check_action_space, check_observation_space, space_from_dict, space_to_dict
-
         if self.kind not in ("ad", "dpt"):
             raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {self.kind!r}")
         self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
@@ -75,15 +74,11 @@ class ModelConfig:
     @property
     def observation(self) -> Any:
         """The observation space as a gymnasium space."""
-        from icrl.spaces import space_from_dict
-
         return space_from_dict(self.obs_space)
 
     @property
     def action(self) -> Any:
         """The action space as a gymnasium space."""
-        from icrl.spaces import space_from_dict
-
         return space_from_dict(self.action_space)
 
     @property
@@ -94,8 +89,6 @@ class ModelConfig:
     @property
     def obs_sizes(self) -> list[int]:
         """One-hot size per obs component (integer observations only)."""
-        from icrl.models.encoders import discrete_sizes
-
         return discrete_sizes(self.observation)
 
     @property
