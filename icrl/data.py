@@ -7,8 +7,10 @@
 - Stream: every batch runs the configured source algorithms live on fresh tasks (e.g. DPT's random
   contexts and Thompson sampling on bandits) and samples from those histories; nothing on disk.
 
-Per-history weights (LHF, docs/architecture.md#learning-history-filtering-lhf) act through ``weighting``: "sample" draws histories with
-probability proportional to their weight, "loss" scales their cross-entropy, "none" ignores them.
+Per-history weights (LHF, docs/architecture.md#learning-history-filtering-lhf) act through
+``weighting``: "sample" draws histories with probability proportional to their weight, "loss"
+scales their loss, "none" ignores them. Box actions are (N, d) floats, with a NaN row as AD's
+"no previous action" sentinel (docs/architecture.md#the-space-contract).
 All randomness comes from the ``np.random.Generator`` passed to ``sample``.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Supervised pretraining of AD and DPT (docs/architecture.md#training): ``learn -> sample batch -> step``.
 
 AdamW with linear warm-up and cosine decay, global-norm gradient clipping, the action head's
-weighted loss (cross-entropy, Gaussian NLL or tanh MSE); bf16 autocast and SDPA flash kernels on CUDA. A run folder holds
-``checkpoint/``, ``metrics.jsonl`` and the data. ``resume=True`` restores weights, optimizer,
-step and every RNG state, so the continued run equals the uninterrupted one.
+weighted loss (cross-entropy, Gaussian NLL or tanh MSE); bf16 autocast and SDPA flash kernels on
+CUDA. A run folder holds ``checkpoint/``, ``metrics.jsonl`` and the data. ``resume=True`` restores
+weights, optimizer, step and every RNG state, so the continued run equals the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -84,9 +84,10 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
         except ValueError as e:
             raise ConfigError(f"data.dataset: {e}") from None
         if not stored.same_world(spec):
-            raise ConfigError(f"data.dataset: {path} was collected with obs {space_to_dict(stored.observation_space)['type']} "
-                              f"and actions {space_to_dict(stored.action_space)['type']}, but {cfg.env.id} with env.kwargs "
-                              f"now has other spaces; collect again or restore the kwargs it was collected with")
+            raise ConfigError(f"data.dataset: {path} was collected with obs {stored.observation_space} and actions "
+                              f"{stored.action_space}, but {cfg.env.id} with these env.kwargs has obs "
+                              f"{spec.observation_space} and actions {spec.action_space}; collect again or use the "
+                              f"kwargs it was collected with")
         batch = store.load()
     if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
         weights, weighting = lhf_weights(cfg, path)

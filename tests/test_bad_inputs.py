@@ -227,3 +227,15 @@ def test_a_discrete_models_checkpoint_on_a_box_env_is_refused(tmp_path, capsys):
     _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), "env.id=icrl/PointRobot-v0",
                                   "collect.algorithms=random", *TINY]), "the model was trained on obs Discrete(1) and actions Discrete(3)")
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_dataset_collected_in_other_spaces_is_refused_before_training(tmp_path, capsys):
+    data = tmp_path / "data"
+    common = ["env.id=icrl/PointRobot-v0", "collect.algorithms=[random]", "collect.n_tasks=2", "collect.episodes=2"]
+    assert main(["collect", "--quiet", "--out", str(data), *common]) == 0
+    capsys.readouterr()
+    # the point robot's observation box grows with the horizon: a model of horizon 50 would see other inputs
+    _one_line_error(capsys, main(["train", "--out", str(tmp_path / "run"), *common, f"data.dataset={data}",
+                                  "env.kwargs.horizon=50", "model.kind=ad", *TINY]),
+                    "was collected with obs Box(-3.0, 3.0, (2,), float32)")
+    assert not (tmp_path / "run").exists()

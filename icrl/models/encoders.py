@@ -142,8 +142,10 @@ class ActionEncoder(nn.Module):
             self.width = int(space.n)
         else:
             self.width = int(np.prod(space.shape))
-            self.register_buffer("low", torch.as_tensor(np.asarray(space.low, np.float64).reshape(-1), dtype=torch.float32))
-            self.register_buffer("high", torch.as_tensor(np.asarray(space.high, np.float64).reshape(-1), dtype=torch.float32))
+            low, high = (torch.as_tensor(np.asarray(b, np.float64).reshape(-1), dtype=torch.float32)
+                         for b in (space.low, space.high))
+            self.register_buffer("low", low)  # (d,) the box bounds, saved with the weights
+            self.register_buffer("high", high)  # (d,)
 
     def scale(self, action: torch.Tensor) -> torch.Tensor:
         """Box: (..., d) env units -> (..., d) in [-1, 1]."""
