@@ -11,14 +11,14 @@ from gymnasium.vector.utils import batch_space
 
 from icrl import envs
 from icrl.collectors import collect_block, make_policy, run_policy
-from icrl.collectors.mdp import NoiseDistillPolicy
-from icrl.collectors.ppo import (
+from icrl.collectors.gaussian import (
     RunningMeanStd,
     gaussian_entropy,
     gaussian_log_prob,
     squash_to_box,
     tanh_log_det,
 )
+from icrl.collectors.mdp import NoiseDistillPolicy
 from icrl.envs import tasks as registry
 from icrl.spaces import SpaceError
 
