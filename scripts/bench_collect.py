@@ -172,18 +172,20 @@ def bench_bandit(args: argparse.Namespace) -> dict[str, Any]:
 # ppo: batched independent learners vs one run at a time
 
 
-def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
-    """Learned fraction and env steps/s of batched PPO runs vs one at a time; prints, returns the JSON section."""
-    runs, episodes, loop_runs, seed = args.ppo_runs, args.ppo_episodes, args.ppo_loop_runs, args.ppo_seed
-    dist = envs.task_distribution(PPO_ENV_ID)
-    tasks = dist.sample(runs, np.random.default_rng(seed))  # (runs, 2) goals from the train split
-    max_return = dist.max_return(tasks)  # (runs,)
-    params = CollectConfig().algorithm_params()
-    steps_per_run = episodes * dist.horizon
+def time_ppo_runs(env_id: str, tasks: np.ndarray, episodes: int, loop_runs: int, seed: int, repeats: int,
+                  params: dict[str, Any]) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """Batched PPO runs vs the first ``loop_runs`` of them one at a time, timed alternately.
+
+    Returns:
+        ``(t_batch, batch_returns (runs, episodes), t_loop, loop_returns (loop_runs, episodes))``,
+        each time the best of ``repeats``.
+    """
+    runs = len(tasks)
+    dist = envs.task_distribution(env_id)
 
     def batched(rep: int) -> np.ndarray:
         """All runs at once; (runs, episodes) returns."""
-        batch = collect_block(PPO_ENV_ID, {}, "ppo", params, tasks, np.arange(runs), np.zeros(runs, np.int64), 0,
+        batch = collect_block(env_id, {}, "ppo", params, tasks, np.arange(runs), np.zeros(runs, np.int64), 0,
                               np.random.SeedSequence([seed, rep]), episodes=episodes)
         return np.stack(batch.episode_returns)
 
@@ -193,14 +195,27 @@ def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(loop_runs):
             seq = np.random.SeedSequence([seed, rep, i])
             policy = make_policy("ppo", 1, dist, np.random.default_rng(seq), **params)
-            batch = run_policy(PPO_ENV_ID, {}, policy, tasks[i:i + 1], seq, episodes=episodes)
+            batch = run_policy(env_id, {}, policy, tasks[i:i + 1], seq, episodes=episodes)
             returns.append(batch.episode_returns[0])
         return np.stack(returns)
 
-    collect_block(PPO_ENV_ID, {}, "ppo", params, tasks[:2], np.arange(2), np.zeros(2, np.int64), 0,
+    collect_block(env_id, {}, "ppo", params, tasks[:2], np.arange(2), np.zeros(2, np.int64), 0,
                   np.random.SeedSequence(0), episodes=6)  # warm-up: first-call costs stay out of the timings
-    timed = best_of(args.repeats, {"batched": batched, "loop": one_at_a_time})
-    (t_batch, batch_returns), (t_loop, loop_returns) = timed["batched"], timed["loop"]
+    timed = best_of(repeats, {"batched": batched, "loop": one_at_a_time})
+    return (*timed["batched"], *timed["loop"])
+
+
+def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
+    """Learned fraction and env steps/s of batched PPO runs vs one at a time; prints, returns the JSON section."""
+    runs, episodes, loop_runs, seed = args.ppo_runs, args.ppo_episodes, args.ppo_loop_runs, args.ppo_seed
+    dist = envs.task_distribution(PPO_ENV_ID)
+    tasks = dist.sample(runs, np.random.default_rng(seed))  # (runs, 2) goals from the train split
+    max_return = dist.max_return(tasks)  # (runs,)
+    params = CollectConfig().algorithm_params()
+    steps_per_run = episodes * dist.horizon
+
+    t_batch, batch_returns, t_loop, loop_returns = time_ppo_runs(PPO_ENV_ID, tasks, episodes, loop_runs, seed,
+                                                                 args.repeats, params)
 
     last = batch_returns[:, -10:].mean(1)  # (runs,)
     learned = last >= LEARNED_AT * max_return
@@ -236,40 +251,18 @@ def bench_ppo(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_ppo_box(args: argparse.Namespace) -> dict[str, Any]:
     """Env steps/s of batched Box PPO runs vs one at a time, and their scores; prints, returns the JSON section."""
-    if PPO_BOX_ENV_ID not in envs.family_ids():
-        print(f"{PPO_BOX_ENV_ID} is not registered (no envs/point_robot.py); the ppo_box section needs it: skipped")
-        return {"skipped": f"{PPO_BOX_ENV_ID} not registered"}
     runs, episodes, loop_runs, seed = args.ppo_box_runs, args.ppo_box_episodes, args.ppo_box_loop_runs, args.ppo_seed
     dist = envs.task_distribution(PPO_BOX_ENV_ID)
     tasks = dist.sample(runs, np.random.default_rng(seed))  # (runs, 2) goals from the train split
     oracle = dist.max_return(tasks)  # (runs,)
     params = CollectConfig().algorithm_params()
     steps_per_run = episodes * dist.horizon
-    index, zeros = np.arange(runs), np.zeros(runs, np.int64)
-    random_returns = np.stack(collect_block(PPO_BOX_ENV_ID, {}, "random", {}, tasks, index, zeros, 0,
+    random_returns = np.stack(collect_block(PPO_BOX_ENV_ID, {}, "random", {}, tasks, np.arange(runs), np.zeros(runs, np.int64), 0,
                                             np.random.SeedSequence([seed, 99]), episodes=10).episode_returns)
     baseline = random_returns.mean(1)  # (runs,) R_random of every goal
 
-    def batched(rep: int) -> np.ndarray:
-        """All runs at once; (runs, episodes) returns."""
-        batch = collect_block(PPO_BOX_ENV_ID, {}, "ppo", params, tasks, index, zeros, 0,
-                              np.random.SeedSequence([seed, rep]), episodes=episodes)
-        return np.stack(batch.episode_returns)
-
-    def one_at_a_time(rep: int) -> np.ndarray:
-        """The first ``loop_runs`` runs, each its own single-learner PPO object; (loop_runs, episodes) returns."""
-        returns = []
-        for i in range(loop_runs):
-            seq = np.random.SeedSequence([seed, rep, i])
-            policy = make_policy("ppo", 1, dist, np.random.default_rng(seq), **params)
-            batch = run_policy(PPO_BOX_ENV_ID, {}, policy, tasks[i:i + 1], seq, episodes=episodes)
-            returns.append(batch.episode_returns[0])
-        return np.stack(returns)
-
-    collect_block(PPO_BOX_ENV_ID, {}, "ppo", params, tasks[:2], np.arange(2), np.zeros(2, np.int64), 0,
-                  np.random.SeedSequence(0), episodes=6)  # warm-up: first-call costs stay out of the timings
-    timed = best_of(args.repeats, {"batched": batched, "loop": one_at_a_time})
-    (t_batch, batch_returns), (t_loop, loop_returns) = timed["batched"], timed["loop"]
+    t_batch, batch_returns, t_loop, loop_returns = time_ppo_runs(PPO_BOX_ENV_ID, tasks, episodes, loop_runs, seed,
+                                                                 args.repeats, params)
 
     def score(returns: np.ndarray, rows: slice) -> np.ndarray:
         """(k,) normalised score of the last 10 episodes of each run."""
