@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icrl.typed import ConfigError, build, describe as describe_fields, option as _f, read_preset, set_path, suggest
+from icrl.typed import ConfigError, brief, build, describe as describe_fields, option as _f, read_preset, set_path, suggest
 
 __all__ = ["Config", "ConfigError", "load_config", "validate_env", "import_env_module", "to_dict", "describe"]
 
@@ -140,8 +140,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
     log_every: int = _f(50, "steps between metric lines", min=1)
     checkpoint_every: int = _f(500, "steps between checkpoints (one is always written at the end)", min=1)
-    eval_every: int = _f(0, "steps between online probes of the model alone on the eval tasks (eval/final, "
-                         "eval/mean_over_curve against time/train_s in metrics.jsonl); 0 = off", min=0)
+    eval_every: int = _f(0, "steps between online probes of the model alone (probe/final, probe/mean_over_curve "
+                         "against train/step in metrics.jsonl) on tasks other than the held-out ones; they choose "
+                         "RUN/checkpoint-best; 0 = off", min=0)
     device: str = _f("auto", "auto (cuda if present), cpu or cuda", choices=["auto", "cpu", "cuda"])
     threads: int = _f(0, "torch CPU threads; 0 = torch's default", min=0)
 
@@ -152,7 +153,10 @@ class EvalConfig:
 
     n_tasks: int = _f(200, "unseen tasks to evaluate on", min=1)
     seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
-    env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...)")
+    env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...); with "
+                          "eval.env_id, that family's kwargs")
+    env_id: str = _f("", "evaluate on another env family than the one trained on (deliberate distribution shift, "
+                     "recorded in results.json); empty: the checkpoint's own env")
     baselines: list[str] = _f([], "baseline methods; empty = every one that fits the env")
     split: str = _f("test", "tasks of a finite family (Dark Room, Key-to-Door) to evaluate on: test (held out) or "
                     "train (the training split, e.g. to choose eval.temperature without the held-out tasks)",
@@ -175,6 +179,7 @@ class WandbConfig:
                    choices=["", "online", "offline", "disabled"])
     project: str = _f("icrl", "wandb project")
     entity: str = _f("", "wandb entity (empty: your default)")
+    artifacts: bool = _f(False, "also log results.json and the checkpoint as wandb artifacts")
 
 
 @dataclass
@@ -195,8 +200,9 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "tracking"})
 
     def eval_env_kwargs(self) -> dict:
-        """Kwargs of the eval env: the training env's, overridden by ``eval.env_kwargs``."""
-        return {**self.env.kwargs, **self.eval.env_kwargs}
+        """Kwargs of the eval env: the training env's, overridden by ``eval.env_kwargs``; with
+        ``eval.env_id`` (another family), ``eval.env_kwargs`` alone."""
+        return dict(self.eval.env_kwargs) if self.eval.env_id else {**self.env.kwargs, **self.eval.env_kwargs}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -230,9 +236,11 @@ def validate_env(cfg: Config) -> None:
     import_env_module(cfg)
     ids = envs.family_ids()
     if cfg.env.id not in ids:
-        raise ConfigError(f"env.id: unknown env {cfg.env.id!r}{suggest('', cfg.env.id, ids)}")
+        raise ConfigError(f"env.id: unknown env {brief(cfg.env.id)}{suggest('', brief(cfg.env.id, quote=False), ids)}")
     check_env_kwargs(cfg.env.id, cfg.env.kwargs, "env.kwargs.")
-    check_env_kwargs(cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
+    if cfg.eval.env_id and cfg.eval.env_id not in ids:
+        raise ConfigError(f"eval.env_id: unknown env {brief(cfg.eval.env_id)}{suggest('', brief(cfg.eval.env_id, quote=False), ids)}")
+    check_env_kwargs(cfg.eval.env_id or cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError(f"model.n_embd: {cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
     import numpy as np
@@ -244,7 +252,7 @@ def validate_env(cfg: Config) -> None:
     dist = envs.task_distribution(cfg.env.id, **cfg.env.kwargs)
     try:
         spec = EnvSpec.of(dist)
-        EnvSpec.for_env(cfg.env.id, cfg.eval_env_kwargs())
+        EnvSpec.for_env(cfg.eval.env_id or cfg.env.id, cfg.eval_env_kwargs())
     except SpaceError as e:
         raise ConfigError(f"env.id: {e}") from None
     head = cfg.model.head
@@ -255,34 +263,53 @@ def validate_env(cfg: Config) -> None:
 
     for i, name in enumerate(cfg.collect.algorithms):
         if name not in known:
-            raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {name!r}{suggest('', name, known)}")
+            raise ConfigError(f"collect.algorithms.{i}: unknown algorithm {brief(name)}{suggest('', brief(name, quote=False), known)}")
         try:  # e.g. LinUCB needs arm features, Thompson a bandit reward model
             make_policy(name, 1, dist, np.random.default_rng(0), **cfg.collect.algorithm_params())
         except (ValueError, ArithmeticError) as e:  # arithmetic: e.g. a noise sigma of 1e-313 in a posterior
-            raise ConfigError(f"collect.algorithms.{i}: {name} does not fit {cfg.env.id}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"collect.algorithms.{i}: {name} does not fit {cfg.env.id}: {brief(e, quote=False)}") from None
     methods = known | {"oracle", "source"}
     for i, name in enumerate(cfg.eval.baselines):
         if name not in methods:
-            raise ConfigError(f"eval.baselines.{i}: unknown method {name!r}{suggest('', name, methods)}")
+            raise ConfigError(f"eval.baselines.{i}: unknown method {brief(name)}{suggest('', brief(name, quote=False), methods)}")
     if any(f < 0 for f in cfg.collect.fractions) or (cfg.collect.fractions and sum(cfg.collect.fractions) <= 0):
-        raise ConfigError(f"collect.fractions: must be non-negative with a positive sum, got {cfg.collect.fractions}")
+        raise ConfigError(f"collect.fractions: must be non-negative with a positive sum, got {brief(cfg.collect.fractions)}")
     if cfg.collect.fractions and len(cfg.collect.fractions) != len(cfg.collect.algorithms):
         raise ConfigError(f"collect.fractions: {len(cfg.collect.fractions)} fractions for "
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")
     if any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError(f"seeds: must be distinct non-negative integers, got {cfg.seeds}")
+        raise ConfigError(f"seeds: must be distinct non-negative integers, got {brief(cfg.seeds)}")
 
 
 def import_env_module(cfg: Config) -> None:
-    """Import ``env.module`` (it registers a user env family); a no-op when empty or imported."""
-    if not cfg.env.module:
+    """Import ``env.module`` (it registers a user env family); a no-op when empty or imported.
+
+    Whatever the import raises (a SyntaxError, an exception at import time, ``sys.exit``) is a
+    one-line :class:`ConfigError` naming the module and the exception; KeyboardInterrupt passes.
+    """
+    name = cfg.env.module
+    if not name:
         return
     import importlib
 
+    if name.startswith("."):
+        raise ConfigError(f"env.module: {brief(name)} is a relative module name; give the absolute name "
+                          "(e.g. my_package.envs)")
     try:
-        importlib.import_module(cfg.env.module)
-    except ImportError as e:
-        raise ConfigError(f"env.module: cannot import {cfg.env.module!r} ({e}); is it on PYTHONPATH?") from None
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):  # the module itself
+            raise ConfigError(f"env.module: cannot import {brief(name)} (no module named {brief(e.name)}); "
+                              "is it on PYTHONPATH?") from None
+        raise ConfigError(_import_failure(name, e)) from None
+    except (Exception, SystemExit) as e:  # user code: anything it raises is a bad env.module
+        raise ConfigError(_import_failure(name, e)) from None
+
+
+def _import_failure(name: str, e: BaseException) -> str:
+    detail = str(e).splitlines()[0] if str(e) else ""
+    return (f"env.module: importing {brief(name)} raised {type(e).__name__}"
+            f"{': ' + brief(detail, quote=False) if detail else ''}; fix the module (or env.module)")
 
 
 def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:
@@ -299,16 +326,16 @@ def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:
               if n != "render_mode" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     for k, v in kwargs.items():
         if k not in params:
-            raise ConfigError(f"{prefix}{k}: unknown kwarg of {env_id}{suggest(prefix, k, params)}")
+            raise ConfigError(f"{prefix}{brief(k, quote=False)}: unknown kwarg of {env_id}{suggest(prefix, brief(k, quote=False), params)}")
         default = params[k].default
         if default is not inspect.Parameter.empty and default is not None:
             ok = isinstance(v, type(default)) or (isinstance(default, float) and isinstance(v, int))
             if not ok or (isinstance(v, bool) and not isinstance(default, bool)):
-                raise ConfigError(f"{prefix}{k}: expected {type(default).__name__}, got {v!r}")
+                raise ConfigError(f"{prefix}{k}: expected {type(default).__name__}, got {brief(v)}")
     try:
         envs.task_distribution(env_id, **kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{prefix}{str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{prefix}{brief(str(e).splitlines()[0] if str(e) else type(e).__name__, 200, quote=False)}") from None
 
 
 def to_dict(cfg: Any) -> dict:

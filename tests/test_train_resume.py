@@ -36,24 +36,41 @@ def _same(a, b):
     return set(a) == set(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+def _logged_step(run):
+    """The last step in metrics.jsonl (complete lines only: the writer may be mid-line), or 0."""
+    try:
+        text = (run / "metrics.jsonl").read_text()
+    except FileNotFoundError:
+        return 0
+    steps = [json.loads(line).get("train/step", 0) for line in text.split("\n")[:-1] if line.strip()]
+    return max(steps, default=0)
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """The kill is keyed to progress, not wall time: it lands right after a step drawn at random
+    between the first checkpoint (step 10) and the end, whatever the machine's speed. One trial
+    kills on a checkpoint step (inside or right after the write), the other anywhere."""
+    steps = 300
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(ref, 300), check=True, capture_output=True)
+    subprocess.run(_cmd(ref, steps), check=True, capture_output=True)
     rng = random.Random(0)
-    for trial in range(2):
+    # margin before the end: the run goes on for a few steps between the poll and the kill
+    targets = [10 * rng.randint(1, (steps - 60) // 10), rng.randint(11, steps - 60)]
+    for trial, target in enumerate(targets):
         run = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(_cmd(run, 300), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while not (run / "checkpoint/trainer.json").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
+        proc = subprocess.Popen(_cmd(run, steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while _logged_step(run) < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         recover_checkpoint(run / "checkpoint")  # the kill may land between the two renames of a swap
         done = json.loads((run / "checkpoint/trainer.json").read_text())["step"]
-        assert 10 <= done < 300, "the kill should land mid-run"
-        subprocess.run(_cmd(run, 300, "--resume"), check=True, capture_output=True)
+        logged = _logged_step(run)
+        assert proc.returncode == -signal.SIGKILL and logged < steps, f"the run ended before the kill (step {logged})"
+        assert 10 <= done <= logged < steps and logged >= target, (target, done, logged)
+        subprocess.run(_cmd(run, steps, "--resume"), check=True, capture_output=True)
         assert _same(_weights(run), _weights(ref))
         assert _losses(run) == _losses(ref)
 

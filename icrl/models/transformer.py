@@ -14,12 +14,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from icrl.models.encoders import HEADS, discrete_sizes, resolve_head
-from icrl.spaces import check_action_space, check_observation_space, space_from_dict, space_to_dict
+from icrl.spaces import SpaceError, check_action_space, check_observation_space, space_from_dict, space_to_dict
+from icrl.typed import brief
 
 ROPE_BASE = 10_000.0
 
@@ -47,13 +49,37 @@ class ModelConfig:
     rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
 
     def __post_init__(self) -> None:
+        # Types first, strictly: a model.json is user input, and 1.5 or true must not pass as 1.
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "window"):
+            value = getattr(self, name)
+            if value is None and name == "window":
+                continue
+            setattr(self, name, _integer(f"ModelConfig.{name}", value))
+        for name in ("bias", "rope"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ModelConfig.{name} must be true or false, got {brief(getattr(self, name))}")
+        for name in ("kind", "head"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"ModelConfig.{name} must be a string, got {brief(getattr(self, name))}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ValueError(f"ModelConfig.dropout must be a number, got {brief(self.dropout)}")
         if self.kind not in ("ad", "dpt"):
-            raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {self.kind!r}")
-        self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
-        self.action_space = space_to_dict(check_action_space(space_from_dict(self.action_space)))
+            raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {brief(self.kind)}")
+        for name in ("obs_space", "action_space"):
+            problem = _space_problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"ModelConfig.{name}: {problem}")
+        try:
+            self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
+        except (SpaceError, AssertionError) as e:  # gymnasium checks its arguments with assert
+            raise ValueError(f"ModelConfig.obs_space: {brief(str(e), quote=False)}") from None
+        try:
+            self.action_space = space_to_dict(check_action_space(space_from_dict(self.action_space)))
+        except (SpaceError, AssertionError) as e:
+            raise ValueError(f"ModelConfig.action_space: {brief(str(e), quote=False)}") from None
         self.head = resolve_head(self.head, self.action_space)
         if self.head not in HEADS:
-            raise ValueError(f"ModelConfig.head must be auto or one of {', '.join(HEADS)}, got {self.head!r}")
+            raise ValueError(f"ModelConfig.head must be auto or one of {', '.join(HEADS)}, got {brief(self.head)}")
         if (self.head == "categorical") != (self.action_space["type"] == "Discrete"):
             raise ValueError(f"ModelConfig.head: a {self.head} head does not fit {self.action_space['type']} actions")
         if self.n_layer < 1 or self.n_head < 1:
@@ -64,12 +90,38 @@ class ModelConfig:
                 f"ModelConfig.n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}) with an "
                 f"even head size for RoPE; choose e.g. n_embd = {fix}"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails too
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.block_size < 1:
             raise ValueError(f"ModelConfig.block_size must be >= 1, got {self.block_size}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"ModelConfig.window must be >= 1 or None, got {self.window}")
+
+    def memory_bytes(self) -> int:
+        """An upper estimate of the memory the model takes in float32 for one sequence, in bytes.
+
+        Parameters (the input Linear at its widest, AD's or DPT's feature layout, the blocks, the
+        head) plus what ``block_size`` implies for one pass over a full context: the KV cache of
+        every layer, the (T, T) attention mask and the (n_head, T, T) attention scores, with
+        T = block_size tokens for AD and 2 * block_size + 1 (context and readouts) for DPT.
+        Checked before a checkpoint's model is built, so a bogus ``model.json`` allocates nothing.
+        """
+        return sum(self.memory_terms().values())
+
+    def memory_terms(self) -> dict[str, int]:
+        """The parts of :meth:`memory_bytes`, keyed by the fields that size them."""
+        C, L = self.n_embd, self.n_layer
+        obs, act = self.obs_space, self.action_space
+        D = (obs["n"] if obs["type"] == "Discrete" else sum(_flat(obs["nvec"])) if obs["type"] == "MultiDiscrete"
+             else math.prod(obs["shape"]))
+        A = act["n"] if act["type"] == "Discrete" else math.prod(act["shape"])
+        out = 2 * A if self.head == "gaussian" else A
+        features = 2 * D + 2 * A + 2  # DPT's [s | a | r | s' | flag | r * one-hot(a)], wider than AD's
+        params = (features + 1) * C + L * (12 * C * C + 13 * C) + 2 * C + (C + 1) * out + 2 * D + 2 * A
+        T = self.block_size if self.kind == "ad" else 2 * self.block_size + 1
+        return {"parameters (n_layer, n_embd, obs_space, action_space)": 4 * params,
+                "KV cache (n_layer, n_embd, block_size)": 4 * 2 * L * (self.block_size + 1) * C,
+                "attention (n_head, block_size)": T * T + 4 * self.n_head * T * T}
 
     @property
     def observation(self) -> Any:
@@ -108,21 +160,91 @@ class ModelConfig:
         ``obs_space`` and ``action_space``) is converted: ``[n]`` -> ``Discrete(n)``, longer lists
         -> ``MultiDiscrete``, ``n_actions`` -> ``Discrete(n_actions)``.
         """
+        if not isinstance(d, dict):
+            raise ValueError(f"ModelConfig must be a mapping of fields, got {type(d).__name__}")
         d = dict(d)
         if "obs_sizes" in d and "obs_space" not in d:
-            sizes = [int(s) for s in d.pop("obs_sizes")]
+            sizes = d.pop("obs_sizes")
+            if not isinstance(sizes, list) or not sizes:
+                raise ValueError(f"ModelConfig.obs_sizes must be a non-empty list, got {brief(sizes)}")
+            sizes = [_integer("ModelConfig.obs_sizes", n) for n in sizes]
             d["obs_space"] = ({"type": "Discrete", "n": sizes[0], "start": 0} if len(sizes) == 1
                               else {"type": "MultiDiscrete", "nvec": sizes, "start": [0] * len(sizes)})
         if "n_actions" in d and "action_space" not in d:
-            d["action_space"] = {"type": "Discrete", "n": int(d.pop("n_actions")), "start": 0}
+            d["action_space"] = {"type": "Discrete", "n": _integer("ModelConfig.n_actions", d.pop("n_actions")), "start": 0}
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(str(k) for k in set(d) - names)
         if unknown:
-            raise ValueError(f"unknown ModelConfig keys {unknown}; valid keys are {sorted(names)}")
+            raise ValueError(f"unknown ModelConfig keys {brief(unknown)}; valid keys are {sorted(names)}")
         missing = sorted(n for n in ("kind", "obs_space", "action_space") if n not in d)
         if missing:
             raise ValueError(f"ModelConfig is missing required keys {missing}")
         return cls(**d)
+
+
+MAX_INT = 2**53  # larger sizes are garbage in a model.json (and overflow numpy's int64 spaces)
+
+
+def _integer(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as an int in [low, MAX_INT]; a bool, a float such as 1.5 or a string is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {brief(value)}")
+    if not low <= value <= MAX_INT:
+        raise ValueError(f"{name} must be an integer in [{low}, 2**53], got {brief(value)}")
+    return int(value)
+
+
+def _flat(nested: Any) -> list[Any]:
+    """The leaves of nested lists, in order."""
+    out, stack = [], [nested]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(reversed(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _space_problem(d: Any) -> str:
+    """What is wrong with the types of a space dict (``space_to_dict`` form), or "" if nothing.
+
+    Sizes must be true integers: ``space_from_dict`` alone would read 1.5 or true as 1.
+    """
+    if not isinstance(d, dict):
+        return f"expected a space mapping, got {brief(d)}"
+    kind = d.get("type")
+    try:
+        if kind == "Discrete":
+            _integer("n", d.get("n"))
+            _integer("start", d.get("start", 0), -MAX_INT)
+        elif kind == "MultiDiscrete":
+            nvec = _flat(d.get("nvec"))
+            if not isinstance(d.get("nvec"), list) or not nvec:
+                return f"nvec must be a non-empty list of integers, got {brief(d.get('nvec'))}"
+            for n in nvec:
+                _integer("nvec", n)
+            for n in _flat(d.get("start", [])):
+                _integer("start", n, -MAX_INT)
+        elif kind == "Box":
+            shape = d.get("shape")
+            if not isinstance(shape, list):
+                return f"shape must be a list of integers, got {brief(shape)}"
+            for n in shape:
+                _integer("shape", n)
+            if math.prod(shape) > MAX_INT:
+                return f"shape {brief(shape)} is too large"
+            for bound in ("low", "high"):
+                values = _flat(d.get(bound))
+                if not values or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in values):
+                    return f"{bound} must be numbers, got {brief(d.get(bound))}"
+            if not isinstance(d.get("dtype", "float32"), str):
+                return f"dtype must be a name such as float32, got {brief(d.get('dtype'))}"
+        else:
+            return f"type must be Discrete, MultiDiscrete or Box, got {brief(kind)}"
+    except ValueError as e:
+        return f"{kind} {e}"
+    return ""
 
 
 def rope_cos_sin(positions: torch.Tensor, head_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
