@@ -1,5 +1,6 @@
-"""Markdown tables of committed results: every method's mean over the curve and final value, and,
-for runs over several training seeds, each seed's model and its probes against training time.
+"""Markdown tables of committed results: every method's mean over the curve and final value (± the
+stderr over tasks, and over training seeds where there are several), and, for runs over several
+training seeds, each seed's model and its probes against training time.
 
     python scripts/results_table.py docs/results/darkroom_ad.json [more.json ...]
 """
@@ -19,6 +20,15 @@ def normalised(r: dict, value: float, key: str) -> float | None:
     return (value - s["random"][key]) / (s["oracle"][key] - s["random"][key])
 
 
+def pm(s: dict) -> str:
+    """``± stderr`` over tasks; ``(± n/a†)`` where only a row-level stderr was kept (``stderr_over``
+    on the method); ``, seeds ± x`` where the stderr over training seeds is known."""
+    out = "(± n/a†)" if "stderr_over" in s else f"± {s['final_stderr']:.2f}"
+    if "final_stderr_seeds" in s:
+        out += f" (seeds ± {s['final_stderr_seeds']:.2f})"
+    return out
+
+
 def method_table(r: dict) -> list[str]:
     """One row per method, best first (highest return or lowest regret); with random and the oracle,
     the normalised score of the final return too; with a success rate, its final value."""
@@ -30,15 +40,18 @@ def method_table(r: dict) -> list[str]:
     cols = ["method", "mean over the curve", head] + (["normalised final"] if norm else []) \
         + (["success, final episode"] if success else [])
     out = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    footnotes: list[str] = []
     for m, s in rows:
         bold = "**" if m in ("ad", "dpt") else ""
-        cells = [f"{bold}{m}{bold}", f"{s['mean_over_curve']:.2f}", f"{bold}{s['final']:.2f} ± {s['final_stderr']:.2f}{bold}"]
+        cells = [f"{bold}{m}{bold}", f"{s['mean_over_curve']:.2f}", f"{bold}{s['final']:.2f}{bold} {pm(s)}"]
         if norm:
             cells.append(f"{normalised(r, s['final'], 'final'):.3f}")
         if success:
             cells.append(f"{success[m]['final']:.3f} ± {success[m]['final_stderr']:.3f}" if m in success else "")
+        if "stderr_over" in s:
+            footnotes.append(f"† {m}: {s['stderr_over']}; committed row-level ± {s['final_stderr']:.2f}")
         out.append("| " + " | ".join(cells) + " |")
-    return out
+    return out + ([""] + footnotes if footnotes else [])
 
 
 def seed_table(r: dict) -> list[str]:
@@ -59,7 +72,8 @@ def main(paths: list[str]) -> None:
         tasks = f"{r['n_tasks']} {r['task_split']} tasks x {r.get('n_rollouts_per_task', 1)} rollouts"
         # over seeds, wall_seconds sums the whole runs; a single run's is its evaluation alone
         wall = f"seeds {r['seeds']}, wall of all runs" if "seeds" in r else "evaluation wall"
-        print(f"{Path(path).stem}: {r['env']}, {tasks}, {wall} {r['wall_seconds'] / 60:.1f} min\n")
+        print(f"{Path(path).stem}: {r['env']}, {tasks}, {wall} {r['wall_seconds'] / 60:.1f} min; "
+              f"± stderr over {r.get('stderr_over', 'task x rollout rows')}\n")
         print("\n".join(method_table(r)))
         if "per_seed" in r:
             print()

@@ -1,10 +1,12 @@
 """Online evaluation: sampling, shared random numbers, curves and summaries."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from icrl.config import load_config
-from icrl.evaluation import aggregate_seeds, evaluate, format_table, summarise
+from icrl.evaluation import aggregate_seeds, evaluate, format_table, per_task, stderr_over, summarise
 from icrl.models.encoders import softmax_sample
 
 
@@ -24,6 +26,22 @@ def test_summary_is_mean_and_stderr_over_tasks():
     assert mean["x"]["mean"] == [2.0, 4.0]
     assert mean["x"]["stderr"] == pytest.approx([np.std([1, 3], ddof=1) / np.sqrt(2), np.std([2, 6], ddof=1) / np.sqrt(2)])
     assert summary["x"] == {"final": 4.0, "final_stderr": pytest.approx(2.0), "mean_over_curve": 3.0}
+
+
+def test_rollouts_of_a_task_are_averaged_before_the_stderr_over_tasks():
+    """3 tasks x 2 rollouts, one-step curves: per-task means 1, 3, 8; mean 4; the stderr over the 3
+    tasks is sqrt(((1-4)^2 + (3-4)^2 + (8-4)^2) / 2 / 3) = sqrt(13 / 3), not the one over 6 rows."""
+    c = np.array([[0.0], [2.0], [3.0], [3.0], [6.0], [10.0]])  # rows: task 0, 0, 1, 1, 2, 2
+    mean, summary = summarise({"m": c}, n_tasks=3, rollouts=2)
+    assert summary["m"]["final"] == 4.0 and summary["m"]["final_stderr"] == pytest.approx(np.sqrt(13 / 3))
+    assert summary["m"]["final_stderr"] != pytest.approx(c[:, 0].std(ddof=1) / np.sqrt(6))
+    # two seeds stacked (seed, task, rollout): each task's mean averages both seeds' rollouts
+    seeds = np.concatenate([c, c + np.array([[2.0], [2.0], [0.0], [0.0], [-2.0], [-2.0]])])
+    assert per_task(seeds, 3, 2)[:, 0].tolist() == [2.0, 3.0, 7.0]
+    with pytest.raises(ValueError, match="3 tasks x 4 rollouts"):
+        per_task(c, 3, 4)
+    assert stderr_over(10, 16, 3) == "tasks (n=10; 16 rollouts and 3 training seeds averaged per task)"
+    assert stderr_over(200, 1) == "tasks (n=200)"
 
 
 def test_baselines_share_tasks_and_random_numbers(tmp_path):
@@ -90,21 +108,33 @@ def test_rollouts_repeat_each_held_out_task(tmp_path):
     assert any(len({tuple(r) for r in g}) > 1 for g in per_goal)  # rollouts of one goal draw other actions
 
 
-def test_aggregate_seeds_pools_the_model_and_counts_identical_baselines_once(tmp_path):
-    base = {"schema": "icrl.results/v1", "metric": "episode_return", "x": "episode", "config": {"seed": 0}, "seed": 0}
+def test_aggregate_seeds_averages_seeds_per_task_and_counts_identical_baselines_once(tmp_path):
+    """2 seeds x 2 tasks x 1 rollout: per-task means (1 + 5) / 2 = 3 and (3 + 7) / 2 = 5 at step 1,
+    stderr over the 2 tasks |5 - 3| / 2 = 1; per-seed finals 3 and 7: stderr over seeds 2."""
+    base = {"schema": "icrl.results/v1", "metric": "episode_return", "x": "episode", "config": {"seed": 0}, "seed": 0,
+            "n_tasks": 2, "n_rollouts_per_task": 1}
     model = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[5.0, 6.0], [7.0, 8.0]])]
     oracle = np.array([[9.0, 9.0], [9.0, 9.0]])
     for s, m in zip((0, 1), model):
         d = tmp_path / f"seed-{s}"
         d.mkdir()
         np.savez(d / "curves.npz", ad=m, oracle=oracle)
-        (d / "results.json").write_text(__import__("json").dumps({**base, "summary": summarise({"ad": m})[1]}))
+        (d / "results.json").write_text(json.dumps({**base, "summary": summarise({"ad": m})[1]}))
+        (d / "metrics.jsonl").write_text(json.dumps({"train/step": 5, "time/train_s": 1.0, "eval/final": 0.5,
+                                                     "eval/mean_over_curve": 0.25}) + "\n"
+                                         + json.dumps({"train/step": 10, "time/train_s": 2.0, "probe/final": 1.5,
+                                                       "probe/mean_over_curve": 1.25}) + "\n")
     r = aggregate_seeds([tmp_path / "seed-0", tmp_path / "seed-1"], [0, 1], [10.0, 20.0], tmp_path)
-    assert r["curves"]["ad"]["mean"] == [4.0, 5.0]  # over all 4 rows
-    assert r["curves"]["ad"]["stderr"][0] == pytest.approx(np.std([1, 3, 5, 7], ddof=1) / 2)
+    assert r["curves"]["ad"]["mean"] == [4.0, 5.0]
+    assert r["curves"]["ad"]["stderr"] == pytest.approx([1.0, 1.0])
+    assert r["summary"]["ad"]["final_stderr_seeds"] == pytest.approx(2.0)  # finals 3 and 7
+    assert r["stderr_over"] == "tasks (n=2; 2 training seeds averaged per task)"
     assert r["curves"]["oracle"]["stderr"] == [0.0, 0.0] and np.load(tmp_path / "curves.npz")["oracle"].shape == (2, 2)
+    assert "final_stderr_seeds" not in r["summary"]["oracle"]
     assert r["seeds"] == [0, 1] and r["wall_seconds"] == 30.0
     assert r["per_seed"]["1"]["summary"]["ad"]["final"] == 7.0 and r["per_seed"]["1"]["wall_seconds"] == 20.0
+    # probes of old runs (eval/…) and new ones (probe/…) read alike
+    assert [p["final"] for p in r["per_seed"]["0"]["probes"]] == [0.5, 1.5]
 
 
 def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypatch):
@@ -145,3 +175,28 @@ def test_episode_success_marks_episodes_with_a_success_step():
                          lengths=np.array([5, 5]), task=np.arange(2), task_params=np.zeros((2, 1)), run=np.zeros(2, np.int64),
                          source=np.zeros(2, np.int64), episode_returns=[np.zeros(2), np.zeros(2)])
     assert episode_success(batch, 2).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_plots_name_their_settings_the_source_and_identical_curves(tmp_path):
+    from icrl.plots import identical_to, plot_results, plot_training, settings_line, source_label
+
+    config = {"collect": {"algorithms": ["ppo", "random"], "fractions": [0.7, 0.3]},
+              "train": {"steps": 2000}, "eval": {"greedy": False, "temperature": 0.5}}
+    assert source_label(config) == "source (ppo 70%, random 30%)"
+    assert source_label({"collect": {"algorithms": ["ppo"], "fractions": []}}) == "source (ppo)"
+    curve = {"mean": [1.0, 2.0], "stderr": [0.1, 0.1]}
+    results = {"env": "icrl/DarkRoom-v0", "metric": "episode_return", "x": "episode", "n_tasks": 8,
+               "task_split": "test", "n_rollouts_per_task": 16, "seeds": [0, 1, 2], "config": config,
+               "stderr_over": "tasks (n=8; 16 rollouts and 3 training seeds averaged per task)",
+               "curves": {"ad": {"mean": [0.5, 1.5], "stderr": [0.2, 0.2]}, "source": curve, "ppo": dict(curve)}}
+    assert identical_to(results["curves"]) == {"ppo": "source"}
+    line = settings_line(results)
+    assert "AD after 2,000 training steps, temperature 0.5" in line and "3 training seeds" in line
+    assert "8 test tasks x 16 rollouts" in line and "stderr over tasks (n=8" in line
+    assert plot_results(results, tmp_path / "return.png").stat().st_size > 1000
+    rows = [{"train/step": 10, "train/loss": 1.0}, {"train/step": 20, "train/loss": 0.5},
+            {"train/step": 20, "probe/final": 3.0, "probe/mean_over_curve": 2.0, "time/train_s": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_training(tmp_path / "metrics.jsonl", tmp_path / "training.png").stat().st_size > 1000
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert plot_training(tmp_path / "metrics.jsonl", tmp_path / "none.png") is None

@@ -77,7 +77,7 @@ def test_windowed_dpt_on_dark_room_over_seeds(tmp_path, capsys):
     for s in (0, 1):
         assert (out / f"seed-{s}" / "checkpoint" / "model.safetensors").exists()
         rows = [json.loads(line) for line in (out / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()]
-        probes = [r for r in rows if "eval/final" in r]
+        probes = [r for r in rows if "probe/final" in r]
         assert [r["train/step"] for r in probes] == [2, 4] and all(r["time/train_s"] > 0 for r in probes)
     a, b = (json.loads((out / f"seed-{s}" / "results.json").read_text())["summary"]["dpt"] for s in (0, 1))
     assert a != b  # other data, other weights
