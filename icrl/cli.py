@@ -10,6 +10,7 @@ import errno
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from icrl.config import ConfigError, describe, load_config
 from icrl.spaces import SpaceError
@@ -35,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p = _config_parser(sub, "train", "pretrain an AD or DPT model on learning histories (or a DPT stream)")
     p.add_argument("--out", metavar="RUN", help="run folder (default runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _config_parser(sub, "eval", "evaluate a checkpoint and the baselines online on unseen tasks")
+    _run_folder_flags(p, "continue from RUN/checkpoint")
+    p = _config_parser(sub, "eval", "evaluate a checkpoint and the baselines online on unseen tasks "
+                                    "(--config defaults to the one stored with the checkpoint)")
     p.add_argument("--checkpoint", metavar="RUN/checkpoint",
                    help="model to evaluate (omit: baselines only); with `seeds`, the run folder: every "
                         "RUN/seed-<s>/checkpoint is evaluated and the seeds aggregated")
@@ -45,8 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _config_parser(sub, "run", "collect (or stream) -> train -> eval into one run folder")
     p.add_argument("--out", metavar="RUN", help="run folder (default runs/<name>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_folder_flags(p, "continue the stage that was interrupted (collect, filter, train or eval)")
     return parser
+
+
+def _run_folder_flags(p: argparse.ArgumentParser, resume_help: str) -> None:
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--overwrite", action="store_true", help="remove what icrl wrote into RUN and start again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _load(config: str | Path | None, overrides: list[str]) -> Any:
+    """The config of a command, with wandb's mode and login checked before any work."""
+    from icrl.tracking import check_wandb
+
+    cfg = load_config(config, overrides)
+    check_wandb(cfg)
+    return cfg
 
 
 _CREATED: list[Path] = []  # output folders this command created (removed again if they end up empty)
@@ -74,10 +90,12 @@ def _remove_empty_outputs() -> None:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from icrl.collect import collect
+    from icrl.pipeline import track_collection
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args.config, args.overrides)
     out = _prepare_out(args.out)
     summary = collect(cfg, out, progress=not args.quiet)
+    track_collection(cfg, out, summary)
     print(f"wrote {summary['n_histories']} histories, {summary['n_steps']} steps to {summary['out']} "
           f"in {summary['seconds']:.1f}s")
     if summary["resumed"]:
@@ -94,17 +112,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_filter(args: argparse.Namespace) -> int:
     from icrl.filtering import filter_dataset, plot_best_worst
+    from icrl.lock import folder_lock
     from icrl.store import HistoryStore
     from icrl.tracking import Tracker
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args.config, args.overrides)
     data = args.data or cfg.data.dataset
     if not data:
         raise ConfigError("--data: give the dataset folder (or set data.dataset)")
+    if not Path(data).is_dir():
+        raise ConfigError(f"--data: dataset folder {data} does not exist; pass the --out folder of `icrl collect`")
     try:
-        report = filter_dataset(cfg, data)
-        with HistoryStore(data) as store:
-            plot = plot_best_worst(store, report, Path(data) / "lhf_best_worst.png")
+        with folder_lock(data, "filter"):
+            report = filter_dataset(cfg, data)
+            with HistoryStore(data) as store:
+                plot = plot_best_worst(store, report, Path(data) / "lhf_best_worst.png")
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--data: {str(e).splitlines()[0]}") from None
     print(f"LHF ({cfg.filter.mode}, lambda {cfg.filter.lam}, use {cfg.filter.use}) on {report['n_histories']} "
@@ -141,11 +163,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from icrl.lock import folder_lock
+    from icrl.runs import claim, trained_steps
     from icrl.training import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args.config, args.overrides)
     run_dir = _prepare_out(args.out or f"runs/{cfg.name}")
-    ckpt = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    with folder_lock(run_dir, "train"):
+        if claim(run_dir, "train", cfg.train.steps, args.resume, args.overwrite):
+            print(f"{run_dir}: trained to step {trained_steps(run_dir)} of {cfg.train.steps} already; nothing to do "
+                  f"(--overwrite trains it again)")
+            return 0
+        ckpt = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"checkpoint: {ckpt}")
     return 0
 
@@ -159,8 +188,15 @@ def _print_results(results: dict, plot: Path, out: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from icrl.pipeline import evaluate_and_plot, evaluate_seeds
+    from icrl.runs import stored_config
 
-    cfg = load_config(args.config, args.overrides)
+    config = args.config
+    if config is None and args.checkpoint:  # the config the model was trained under
+        config = stored_config(args.checkpoint)
+        if config is None:
+            raise ConfigError(f"--config: {args.checkpoint} holds no config.json (written before configs were "
+                              "stored with checkpoints); give the training config with --config")
+    cfg = _load(config, args.overrides)
     if cfg.seeds:  # --checkpoint names the run folder of `icrl run` over seeds
         if not args.checkpoint:
             raise ConfigError(f"--checkpoint: with seeds {cfg.seeds} give the run folder holding seed-<s>/checkpoint")
@@ -175,11 +211,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from icrl.lock import folder_lock
     from icrl.pipeline import run
+    from icrl.runs import claim
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args.config, args.overrides)
     out = _prepare_out(args.out or f"runs/{cfg.name}")
-    results, plot = run(cfg, out, progress=not args.quiet)
+    with folder_lock(out, "run"):
+        if claim(out, "run", cfg.train.steps, args.resume, args.overwrite):
+            results = json.loads((out / "results.json").read_text())
+            plot = out / ("regret.png" if results.get("metric") == "cumulative_regret" else "return.png")
+            print(f"{out}: finished already; nothing to do (--overwrite runs it again)")
+            _print_results(results, plot, out)
+            return 0
+        results, plot = run(cfg, out, progress=not args.quiet, resume=args.resume)
     _print_results(results, plot, out)
     return 0
 
@@ -207,11 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SpaceError) as e:  # SpaceError: an env or dataset outside the space contract
         print(f"icrl {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        print(f"icrl {args.command}: error: disk full while writing ({e.filename or 'output'}); what was written "
-              "before is intact: free space and rerun the same command to continue", file=sys.stderr)
+    except OSError as e:  # storage: a full disk, a read-only or unwritable folder, a vanished file
+        where = str(e.filename or "output")[:200]
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            print(f"icrl {args.command}: error: disk full while writing {where} ({e.strerror}); what was written "
+                  "before is intact: free space and rerun the same command to continue", file=sys.stderr)
+        else:
+            print(f"icrl {args.command}: error: cannot write or read {where}: {e.strerror or type(e).__name__}",
+                  file=sys.stderr)
         return 2
     except FloatingPointError as e:  # non-finite training loss
         print(f"icrl {args.command}: error: {e}", file=sys.stderr)

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from icrl.config import Config, ConfigError
+from icrl.config import Config, ConfigError, to_dict
 from icrl.evaluation import aggregate_seeds, evaluate
+from icrl.lock import folder_lock
 from icrl.plots import plot_results
+from icrl.runs import save_config, trained_steps
 from icrl.tracking import Tracker
 
 
@@ -18,13 +20,84 @@ def evaluate_and_plot(cfg: Config, checkpoint: str | Path | None, out_dir: str |
     """Online evaluation, its PNG next to ``results.json``, and the eval metrics tracked.
 
     With ``eval.offline_sizes`` set, also the DPT paper's offline mode into ``results_offline.json``.
+    The env is the one the checkpoint was trained on unless ``eval.env_id`` asks for another
+    (:func:`eval_world`); ``results.json`` records both.
     """
-    results = evaluate(cfg, checkpoint, out_dir, progress=progress)
-    if cfg.eval.offline_sizes and checkpoint is not None:
-        from icrl.offline import evaluate_offline
+    with folder_lock(out_dir, "eval"):
+        cfg, trained_on = eval_world(cfg, checkpoint)
+        results = evaluate(cfg, checkpoint, out_dir, progress=progress)
+        if trained_on is not None:
+            results = _record_world(results, trained_on, out_dir)
+        if cfg.eval.offline_sizes and checkpoint is not None:
+            from icrl.offline import evaluate_offline
 
-        evaluate_offline(cfg, checkpoint, out_dir)
-    return results, plot_and_track(cfg, results, out_dir)
+            evaluate_offline(cfg, checkpoint, out_dir)
+        return results, plot_and_track(cfg, results, out_dir)
+
+
+def track_collection(cfg: Config, run_dir: str | Path, summary: dict[str, Any]) -> None:
+    """The collection's size, per-source figures and each source's mean learning curve (return per
+    episode, where histories have several) into ``run_dir``'s metrics and wandb run."""
+    import numpy as np
+
+    from icrl.store import HistoryStore
+
+    curves = {}
+    with HistoryStore(summary["out"]) as store:
+        for k, name in enumerate(store.sources):
+            returns = [r for r, s in zip(store.episode_returns, store.source) if s == k]
+            n = min((len(r) for r in returns), default=0)
+            if n > 1:
+                curves[name] = np.mean([r[:n] for r in returns], axis=0).tolist()
+    tracker = Tracker(run_dir, cfg, "collect")
+    tracker.log_collection(summary, curves or None)
+    tracker.close()
+
+
+def trained_world(checkpoint: str | Path) -> dict[str, Any] | None:
+    """``{"env_id", "env_kwargs"}`` a checkpoint was trained on (kwargs None when only its spec
+    was stored), or None for a checkpoint written before either was stored."""
+    from icrl.checkpoint import load_run_config, load_spec
+
+    stored = load_run_config(checkpoint)
+    if stored is not None:
+        env = stored.get("env") if isinstance(stored.get("env"), dict) else {}
+        return {"env_id": str(env.get("id", ""))[:200], "env_kwargs": env.get("kwargs")}
+    spec = load_spec(checkpoint)
+    return None if spec is None else {"env_id": spec.env_id, "env_kwargs": None}
+
+
+def eval_world(cfg: Config, checkpoint: str | Path | None) -> tuple[Config, dict[str, Any] | None]:
+    """The config to evaluate ``checkpoint`` under, and the world it was trained on.
+
+    A config whose env differs from the checkpoint's is refused: distribution shift is a
+    deliberate choice, made with ``eval.env_id`` (another family) and ``eval.env_kwargs``.
+    """
+    if checkpoint is None:
+        return cfg, None
+    trained = trained_world(checkpoint)
+    if cfg.eval.env_id:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, id=cfg.eval.env_id))
+    elif trained is not None and (trained["env_id"] != cfg.env.id or
+                                  trained["env_kwargs"] not in (None, cfg.env.kwargs)):
+        from icrl.checkpoint import load_model
+        from icrl.evaluation import check_model_fits
+
+        check_model_fits(cfg, load_model(checkpoint)[1])  # other spaces: the sharper message
+        kwargs = "" if trained["env_kwargs"] is None else f" {json.dumps(trained['env_kwargs'])[:80]}"
+        raise ConfigError(f"--checkpoint: the model was trained on {trained['env_id']}{kwargs}, the config's env is "
+                          f"{cfg.env.id} {json.dumps(cfg.env.kwargs)[:80]}; to evaluate it on another env on "
+                          f"purpose set eval.env_id (and eval.env_kwargs)")
+    return cfg, trained
+
+
+def _record_world(results: dict[str, Any], trained: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """``results.json`` with ``trained_on`` and ``distribution_shift`` (the eval env differs from it)."""
+    shift = trained["env_id"] != results["env"] or (trained["env_kwargs"] is not None and
+                                                     trained["env_kwargs"] != results["env_kwargs"])
+    results = {**results, "trained_on": trained, "distribution_shift": bool(shift)}
+    (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=1))
+    return results
 
 
 def plot_and_track(cfg: Config, results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -46,7 +119,11 @@ def evaluate_seeds(cfg: Config, run_dir: str | Path, out_dir: str | Path,
     (collect + train + eval, from ``RUN/results.json``); without that file they are the
     re-evaluation's own. The probes are those of training (``RUN/seed-<s>/metrics.jsonl``).
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    with folder_lock(out_dir, "eval"):
+        return _evaluate_seeds(cfg, Path(run_dir), Path(out_dir), progress)
+
+
+def _evaluate_seeds(cfg: Config, run_dir: Path, out_dir: Path, progress: bool) -> tuple[dict[str, Any], Path]:
     train_dirs = [run_dir / f"seed-{s}" for s in cfg.seeds]
     missing = [str(d / "checkpoint") for d in train_dirs if not (d / "checkpoint").is_dir()]
     if missing:
@@ -64,11 +141,14 @@ def evaluate_seeds(cfg: Config, run_dir: str | Path, out_dir: str | Path,
     return results, plot_and_track(cfg, results, out_dir)
 
 
-def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> tuple[dict[str, Any], Path]:
+def run(cfg: Config, run_dir: str | Path, progress: bool = True, resume: bool = False) -> tuple[dict[str, Any], Path]:
     """Collect into ``RUN/data`` (unless streamed or given), train, evaluate; returns (results, plot).
 
     With ``cfg.seeds`` every seed makes a whole run of its own in ``RUN/seed-<s>/`` (its data, its
-    model) and ``RUN/results.json`` aggregates them (``aggregate_seeds``).
+    model) and ``RUN/results.json`` aggregates them (``aggregate_seeds``). ``resume`` continues
+    the stage a kill interrupted (collect, filter, train, eval) and skips the finished ones (a
+    seed with its results, a complete dataset, a checkpoint at ``train.steps``); whether the
+    folder may be written at all is :func:`icrl.runs.claim`'s decision, made before.
     """
     from icrl.collect import collect
     from icrl.spaces import EnvSpec
@@ -76,15 +156,26 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True) -> tuple[dict[s
 
     run_dir = Path(run_dir)
     check_trainable(cfg, EnvSpec.for_env(cfg.env.id, cfg.env.kwargs))  # before collecting anything
-    if cfg.seeds:
-        walls = []
-        for s in cfg.seeds:
-            start = time.perf_counter()
-            run(dataclasses.replace(cfg, seed=s, seeds=[]), run_dir / f"seed-{s}", progress=progress)
-            walls.append(time.perf_counter() - start)
-        results = aggregate_seeds([run_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds, walls, run_dir)
-        return results, plot_and_track(cfg, results, run_dir)
-    if cfg.data.source == "dataset" and not cfg.data.dataset:
-        collect(cfg, run_dir / "data", progress=progress)
-    checkpoint = train(cfg, run_dir, progress=progress)
-    return evaluate_and_plot(cfg, checkpoint, run_dir, progress=progress)
+    with folder_lock(run_dir, "run"):
+        if cfg.seeds:
+            walls_path = run_dir / "walls.json"  # what each finished seed cost, kept for a resume
+            walls = json.loads(walls_path.read_text()) if resume and walls_path.is_file() else {}
+            for s in cfg.seeds:
+                seed_dir = run_dir / f"seed-{s}"
+                if resume and (seed_dir / "results.json").is_file() and str(s) in walls:
+                    continue
+                start = time.perf_counter()
+                run(dataclasses.replace(cfg, seed=s, seeds=[]), seed_dir, progress=progress, resume=resume)
+                walls[str(s)] = time.perf_counter() - start
+                walls_path.write_text(json.dumps(walls))
+            save_config(run_dir, to_dict(cfg))  # the seeds' own config.json: each seed's
+            results = aggregate_seeds([run_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds,
+                                      [walls[str(s)] for s in cfg.seeds], run_dir)
+            return results, plot_and_track(cfg, results, run_dir)
+        if cfg.data.source == "dataset" and not cfg.data.dataset and not (resume and (run_dir / "data" / "manifest.json").is_file()):
+            track_collection(cfg, run_dir, collect(cfg, run_dir / "data", progress=progress))  # resumes a cut-short one
+        done = trained_steps(run_dir) if resume else None
+        checkpoint = run_dir / "checkpoint"
+        if done is None or done < cfg.train.steps:
+            checkpoint = train(cfg, run_dir, resume=done is not None, progress=progress)
+        return evaluate_and_plot(cfg, checkpoint, run_dir, progress=progress)

@@ -20,20 +20,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icrl.checkpoint import load_model, load_training_state, save_checkpoint
-from icrl.config import Config, ConfigError
+from icrl.checkpoint import load_model, load_training_state, max_model_bytes, save_checkpoint
+from icrl.config import Config, ConfigError, to_dict
 from icrl.data import HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
 from icrl.integrity import verify
+from icrl.lock import folder_lock
 from icrl.models import check_batch, head_loss
 from icrl.models import make_model as build_model
 from icrl.models.transformer import ModelConfig
+from icrl.plots import plot_training
+from icrl.runs import save_config
 from icrl.spaces import EnvSpec, space_to_dict
 from icrl.store import HistoryStore
 from icrl.tracking import Tracker
 
 _TRAIN = 3  # spawn key of the training data stream (collection uses 0..2, LHF 4)
 _OBS_STATS = 5  # spawn key of the stream batches that give Box observations their statistics
+_SELECT_BY = "probe/mean_over_curve"  # the probe figure that chooses RUN/checkpoint-best
+_SELECT_SEED = 7919  # offset of the probe's eval seed on families without a training split
 
 
 def pick_device(name: str) -> torch.device:
@@ -88,6 +93,9 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                               f"{stored.action_space}, but {cfg.env.id} with these env.kwargs has obs "
                               f"{spec.observation_space} and actions {spec.action_space}; collect again or use the "
                               f"kwargs it was collected with")
+        if stored.horizon != spec.horizon:
+            raise ConfigError(f"data.dataset: {path} was collected with {stored.horizon}-step episodes but "
+                              f"{cfg.env.id} with these env.kwargs has {spec.horizon}; use the kwargs it was collected with")
         batch = store.load()
     if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
         weights, weighting = lhf_weights(cfg, path)
@@ -120,18 +128,50 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
     if length > block:
         raise ConfigError(f"model.block_size: {block} is shorter than the training context of {length} steps")
     try:
-        return ModelConfig(kind=m.kind, obs_space=space_to_dict(spec.observation_space),
+        mcfg = ModelConfig(kind=m.kind, obs_space=space_to_dict(spec.observation_space),
                            action_space=space_to_dict(spec.action_space), head=m.head, n_layer=m.n_layer,
                            n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
                            window=m.window or None, rope=m.rope)
     except ValueError as e:
         raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
+    if mcfg.memory_bytes() > max_model_bytes():  # a model its own checkpoint could not be loaded as
+        raise ConfigError(f"model: about {mcfg.memory_bytes() / 2**30:.1f} GiB for one sequence, over the "
+                          f"{max_model_bytes() / 2**30:.1f} GiB bound (raise it with ICRL_MAX_MODEL_BYTES)")
+    return mcfg
 
 
 def check_trainable(cfg: Config, spec: EnvSpec) -> None:
-    """ConfigError before any work when the method cannot learn on this env (DPT needs an oracle)."""
+    """ConfigError before any work when the method cannot learn on this env (DPT needs an oracle)
+    or the model's attention window is longer than the windows it would be trained on."""
     if cfg.model.kind == "dpt" and not spec.has_oracle:
         raise ConfigError(f"model.kind: DPT learns the oracle's action, and {cfg.env.id} has no oracle_action")
+    d = cfg.data
+    if cfg.model.kind == "ad":
+        length = d.seq_len or spec.horizon * (cfg.collect.episodes // d.episode_stride)
+    else:
+        length = d.context_len or spec.horizon
+    if cfg.model.window > length:
+        what = "data.seq_len" if cfg.model.kind == "ad" else "data.context_len"
+        raise ConfigError(f"model.window: {cfg.model.window} steps is longer than the {length}-step windows the "
+                          f"model trains on ({what}); it would attend over spans it never saw")
+
+
+def selection_config(cfg: Config) -> Config:
+    """The probe's config: the training split of a finite family, else fresh tasks of another eval
+    seed; never the held-out tasks of ``icrl eval``, so that choosing the best checkpoint by it
+    does not peek at them."""
+    import dataclasses
+
+    from icrl import envs
+
+    finite = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs()).split() is not None
+    ev = (dataclasses.replace(cfg.eval, split="train") if finite
+          else dataclasses.replace(cfg.eval, seed=cfg.eval.seed + _SELECT_SEED))
+    return dataclasses.replace(cfg, eval=ev)
+
+
+def better(score: float, best: float | None, lower_is_better: bool) -> bool:
+    return best is None or (score < best if lower_is_better else score > best)
 
 
 def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
@@ -256,12 +296,26 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         weights: per-history weights (LHF), one per history of the dataset.
         weighting: how ``weights`` act: "sample" (draw probability), "loss" (weighted CE) or "none".
 
+    The run folder's lock is held throughout; its resolved config goes to ``RUN/config.json`` and
+    into every checkpoint. With ``train.eval_every``, ``RUN/checkpoint-best`` keeps the model of
+    the best probe (:func:`selection_config`: never the held-out tasks) beside the last one.
+
     Raises:
         FloatingPointError: a non-finite loss; the message names the step and the last checkpoint.
         TrainingInterrupted: SIGINT/SIGTERM, after a checkpoint of the last finished step.
     """
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoint"
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 holds the folder for all ranks
+        return _train(cfg, run_dir, resume, progress, weights, weighting)
+    with folder_lock(run_dir, "train"):
+        ckpt = _train(cfg, run_dir, resume, progress, weights, weighting)
+        plot_training(run_dir / "metrics.jsonl", run_dir / "training.png")
+        return ckpt
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np.ndarray | None,
+           weighting: str) -> Path:
+    ckpt, best_ckpt = run_dir / "checkpoint", run_dir / "checkpoint-best"
     ddp = Distributed()
     device = pick_device(cfg.train.device)
     if device.type == "cuda":
@@ -281,7 +335,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     key = (_TRAIN,) if ddp.rank == 0 else (_TRAIN, ddp.rank)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=key))
     torch.manual_seed(cfg.seed + ddp.rank)
-    step = 0
+    step, best = 0, None
     if resume:
         model, saved = load_model(ckpt, device)
         if saved != mcfg:
@@ -294,18 +348,19 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         model = model.to(device)
     optimizer = make_optimizer(model, cfg, device)
     if resume:
-        state, optim_state = load_training_state(ckpt)
-        if len(state["numpy_rng"]) != ddp.world:
-            raise ConfigError(f"--resume: {ckpt} was written by {len(state['numpy_rng'])} processes, this run has {ddp.world}")
+        state, optim_state = load_training_state(ckpt, optimizer, ddp.world)
         optimizer.load_state_dict(optim_state)
-        step = state["step"]
+        step, best = state["step"], state.get("best")
         rng.bit_generator.state = state["numpy_rng"][ddp.rank]
         torch.set_rng_state(torch.tensor(state["torch_rng"][ddp.rank], dtype=torch.uint8))
     if cfg.train.eval_every:  # fail now, not at the first probe
         check_model_fits(cfg, mcfg)
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    if ddp.master:
+        save_config(run_dir, to_dict(cfg))
     tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
+    select_cfg, lower_is_better = selection_config(cfg), spec.reports_regret
     tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress or not ddp.master)
     model.train()
@@ -317,7 +372,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         rngs = ddp.gather((rng.bit_generator.state, torch.get_rng_state().tolist()))
         if ddp.master:
             save_checkpoint(ckpt, model, mcfg, optimizer, {"step": step, "numpy_rng": [r[0] for r in rngs],
-                                                           "torch_rng": [r[1] for r in rngs]}, spec)
+                                                           "torch_rng": [r[1] for r in rngs], "best": best},
+                            spec, to_dict(cfg))
         last_good = step
 
     try:
@@ -352,8 +408,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 window_t, window_loss = now, []
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and ddp.master:
                 t_probe = time.perf_counter()
-                scores = probe(cfg, model)
+                scores = probe(select_cfg, model)
                 tracker.log({"train/step": step, **scores, "time/train_s": t_probe - t0})
+                score = scores[_SELECT_BY]
+                if better(score, None if best is None else best["score"], lower_is_better):
+                    best = {"step": step, "score": score}
+                    save_checkpoint(best_ckpt, model, mcfg, optimizer, {"step": step, "best": best}, spec, to_dict(cfg))
                 spent = time.perf_counter() - t_probe  # the training clock excludes the probes
                 t0, window_t = t0 + spent, window_t + spent
             stopping = ddp.any(stop.requested)

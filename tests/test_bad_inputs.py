@@ -224,7 +224,7 @@ def test_a_discrete_models_checkpoint_on_a_box_env_is_refused(tmp_path, capsys):
     assert main(["train", "--quiet", "--out", str(run), *common, "train.steps=1"]) == 0
     capsys.readouterr()
     before = sorted(p.name for p in run.iterdir())
-    _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), "env.id=icrl/PointRobot-v0",
+    _one_line_error(capsys, main(["eval", "--checkpoint", str(run / "checkpoint"), "eval.env_id=icrl/PointRobot-v0",
                                   "collect.algorithms=random", *TINY]), "the model was trained on obs Discrete(1) and actions Discrete(3)")
     assert sorted(p.name for p in run.iterdir()) == before
 

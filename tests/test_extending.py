@@ -83,3 +83,36 @@ def test_extending_doc_runs(tmp_path, monkeypatch, clean_registry, one_thread):
     oracle = results["curves"]["oracle"]
     np.testing.assert_allclose(oracle["mean"], dist.max_return(test_goals).mean())
     assert results["summary"]["oracle"]["final"] == pytest.approx(dist.max_return(test_goals).mean())
+
+
+def cli_commands(text: str) -> list[list[str]]:
+    """The ``icrl ...`` commands of the doc's "From the command line" section, as argv lists."""
+    import shlex
+
+    section = text[text.index("## From the command line"):]
+    blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+    return [shlex.split(b.replace("\\\n", " "))[1:] for b in blocks]
+
+
+def test_extending_doc_command_lines_run_as_written(tmp_path, monkeypatch, clean_registry, one_thread, capsys):
+    """Each command of the doc, with only its budgets lowered by overrides appended after it."""
+    from icrl.cli import main
+
+    commands = cli_commands(DOC.read_text())
+    assert len(commands) == 2 and all(c[0] == "run" for c in commands)
+    (tmp_path / "corridor.py").write_text(python_blocks(DOC.read_text())[1])  # the module of section 2
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    tiny = ["collect.n_tasks=6", "train.steps=3", "train.batch_size=4", "train.warmup_steps=1", "eval.episodes=3",
+            "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "--quiet"]
+    try:
+        for argv in commands:
+            assert main([*argv, *tiny]) == 0, capsys.readouterr().err
+            out = tmp_path / argv[argv.index("--out") + 1]
+            assert json.loads((out / "results.json").read_text())["env"] == ENV_ID
+        # the checkpoint carries its config: eval needs none
+        assert main(["eval", "--quiet", "--checkpoint", str(out / "checkpoint"), "--out", str(tmp_path / "again")]) == 0
+    finally:
+        import sys
+
+        sys.modules.pop("corridor", None)
