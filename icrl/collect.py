@@ -5,9 +5,16 @@ The histories of a dataset are numbered 0..N-1; history ``h`` runs on task ``h /
 configured fractions. Histories are made in fixed blocks of ``collect.histories_per_shard``; block
 ``b`` draws all its randomness from ``SeedSequence(seed, spawn_key=(BLOCK, b, source))`` and is
 written as ``shard-b``, so the data never depends on batching, backend or worker count.
+
+A collection holds its folder's lock (:func:`icrl.lock.folder_lock`) for the whole job. The plan
+record (config minus backend settings) is written to ``collect.json`` and its SHA-256 into every
+shard and the manifest (``plan_sha256``): a resume keeps only shards of its own plan and refuses a
+folder holding another's. Workers of the ``process`` backend die with the collecting process
+(:func:`icrl.procs.die_with_parent`), so a killed collection leaves nothing running.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -23,9 +30,12 @@ from tqdm.auto import tqdm
 from icrl import envs
 from icrl.collectors import collect_block
 from icrl.config import Config, ConfigError, import_env_module, to_dict
-from icrl.histories import DatasetWriter, HistoryBatch
+from icrl.histories import DatasetWriter, HistoryBatch, _write_json, file_sha256
 from icrl.integrity import complete_shards, remove_partials
+from icrl.lock import LOCK_NAME, folder_lock
+from icrl.procs import die_with_parent
 from icrl.spaces import EnvSpec
+from icrl.store import _load_manifest
 
 # spawn keys of the independent random streams of a collection
 _TASKS, _SOURCES, _BLOCK = 0, 1, 2
@@ -156,7 +166,8 @@ def _run_blocks(cfg: Config, todo: list[int], out: str, meta: dict) -> Iterator[
             yield ray.get(ready[0])
     elif c.backend == "process" and c.workers > 1 and len(todo) > 1:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=c.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=c.workers, mp_context=ctx, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_write_block, cfg, b, out, meta) for b in todo]
             for future in as_completed(futures):
                 yield future.result()
@@ -177,9 +188,49 @@ def _check_plan(out: Path, plan_record: dict) -> None:
             raise ConfigError(f"--out: {out} holds (part of) a collection with another config; "
                               "use a new folder, or the same config to resume it")
     else:
-        tmp = out / "collect.json.tmp"
-        tmp.write_text(json.dumps(plan_record, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        _write_json(path, plan_record)  # via collect.json.tmp-<pid>, fsynced, renamed
+
+
+def plan_sha256(plan_record: dict) -> str:
+    """Hex SHA-256 of a plan record's canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(plan_record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _kept_derived(out: Path, entries: list[dict]) -> list[dict]:
+    """The derived entries (LHF scores, weights) of a finished dataset's manifest that stay valid:
+    the shards are the same files and the derived file still matches its sha256."""
+    try:
+        old = _load_manifest(out)
+    except (OSError, ValueError):
+        return []
+    if sorted((e["file"], e["sha256"]) for e in old["shards"]) != sorted((e["file"], e["sha256"]) for e in entries):
+        return []
+    return [d for d in old["derived"] if (out / d["file"]).is_file() and file_sha256(out / d["file"]) == d["sha256"]]
+
+
+def _collect_blocks(cfg: Config, plan: CollectionPlan, out: Path, meta: dict, record: dict, spec: EnvSpec,
+                    progress: bool) -> tuple[dict, dict, list[list], float]:
+    """The locked part of :func:`collect`: check the plan, keep the complete shards, run the missing
+    blocks, write the manifest. Returns ``(kept shards, all shard entries, per-source block
+    statistics, start time)``."""
+    _check_plan(out, record)
+    remove_partials(out)
+    found = complete_shards(out, meta["plan_sha256"], spec, len(cfg.collect.algorithms))
+    done = {b: e for b, e in found.items() if b < plan.n_blocks}
+    todo = [b for b in range(plan.n_blocks) if b not in done]
+    start = time.perf_counter()
+    entries = dict(done)
+    k = len(cfg.collect.algorithms)
+    stats: list[list] = [[] for _ in range(k)]
+    with tqdm(total=plan.n_blocks, initial=len(done), desc="collect", unit="shard", disable=not progress) as bar:
+        for b, entry, block_stats in _run_blocks(cfg, todo, str(out), meta):
+            entries[b] = entry
+            for i in range(k):
+                stats[i].append(block_stats[i])
+            bar.update(1)
+    shard_entries = list(entries.values())
+    DatasetWriter(out, meta).finish(shard_entries, _kept_derived(out, shard_entries))
+    return done, entries, stats, start
 
 
 def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
@@ -187,48 +238,42 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
 
     Blocks already complete on disk (a killed run of the same config) are kept, partial files
     removed, and only the missing blocks collected, so the result is byte-identical to an
-    uninterrupted run. ``collect.backend``: ``serial`` runs blocks in this process, ``process``
-    in ``collect.workers`` worker processes, ``ray`` as Ray tasks on a local Ray or the cluster at
-    ``collect.ray_address`` (then ``out`` must be a path every node can write); each block writes
-    its own shard, and the data are the same whatever the backend.
+    uninterrupted run; a finished dataset collected again keeps its derived files (LHF weights).
+    ``collect.backend``: ``serial`` runs blocks in this process, ``process`` in ``collect.workers``
+    worker processes, ``ray`` as Ray tasks on a local Ray or the cluster at ``collect.ray_address``
+    (then ``out`` must be a path every node can write); each block writes its own shard, and the
+    data are the same whatever the backend. The folder's lock is held throughout.
 
     Returns:
         ``{"out", "n_histories", "n_steps", "seconds", "resumed", "per_source": {name: {...}}}``
         where each source has its history count, mean final cumulative regret (bandits) and mean
         episode return of the histories collected in this call.
+
+    Raises:
+        ConfigError: ``out`` holds another collection, or another process holds its lock.
     """
     out = Path(out)
-    fresh = not out.exists() or not any(out.iterdir())
     plan = plan_of(cfg)
+    spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)
     meta = {"env_id": cfg.env.id, "env_kwargs": cfg.env.kwargs, "sources": list(cfg.collect.algorithms),
             "task_split": plan.task_split, "seed": cfg.seed, "collect": to_dict(cfg.collect),
-            "spec": EnvSpec.for_env(cfg.env.id, cfg.env.kwargs).to_dict()}
-    out.mkdir(parents=True, exist_ok=True)
+            "spec": spec.to_dict()}
     record = {k: v for k, v in meta.items() if k not in ("collect", "spec")}  # the spec follows from env id + kwargs
     record["collect"] = {k: v for k, v in meta["collect"].items() if k not in ("backend", "workers", "ray_address")}
-    _check_plan(out, record)
-    remove_partials(out)
-    done = {b: e for b, e in complete_shards(out).items() if b < plan.n_blocks}
-    todo = [b for b in range(plan.n_blocks) if b not in done]
-    start = time.perf_counter()
-    entries = dict(done)
-    k = len(cfg.collect.algorithms)
-    stats: list[list] = [[] for _ in range(k)]
-    bar = tqdm(total=plan.n_blocks, initial=len(done), desc="collect", unit="shard", disable=not progress)
-    try:
-        for b, entry, block_stats in _run_blocks(cfg, todo, str(out), meta):
-            entries[b] = entry
-            for i in range(k):
-                stats[i].append(block_stats[i])
-            bar.update(1)
-    except BaseException:
-        if fresh and not entries:  # failed before any shard (e.g. an env's NaN observation): leave nothing
-            (out / "collect.json").unlink(missing_ok=True)
-            remove_partials(out)
-        raise
-    finally:
-        bar.close()
-    DatasetWriter(out, meta).finish(list(entries.values()))
+    meta["plan_sha256"] = plan_sha256(record)
+    with folder_lock(out, "collect"):
+        fresh = not any(p.name != LOCK_NAME for p in out.iterdir())
+        try:
+            done, entries, stats, start = _collect_blocks(cfg, plan, out, meta, record, spec, progress)
+        except BaseException:
+            if fresh and not any(out.glob("shard-*.h5")):
+                # failed before any shard (e.g. an env's NaN observation): leave the folder as it was
+                # found, empty, lock file included (a process that takes the lock meanwhile locks a
+                # new file; this one writes nothing more)
+                (out / "collect.json").unlink(missing_ok=True)
+                remove_partials(out)
+                (out / LOCK_NAME).unlink(missing_ok=True)
+            raise
     per_source = {}
     for i, name in enumerate(cfg.collect.algorithms):
         regret = np.concatenate([s["regret"] for s in stats[i]]) if stats[i] else np.zeros(0)

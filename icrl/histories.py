@@ -23,25 +23,34 @@ A shard holds numeric datasets only (strings and configs live in the manifest):
 - Root attribute ``content_sha256`` (uint8[32]): SHA-256 of every dataset's name, dtype, shape and
   bytes, so a shard can be checked before any manifest exists (resuming a killed collection);
   the manifest's ``sha256`` hashes the whole file.
+- Root attribute ``plan_sha256`` (uint8[32], shards of ``icrl collect``): SHA-256 of the collection
+  plan the shard was made under (the record in ``collect.json``, also the manifest's
+  ``plan_sha256``), so a resume never mixes shards of two plans.
 
-Files use the HDF5 1.10 format (metadata checksummed). Every file is written under
-``<final name>.tmp-<pid>`` (never ending in ``.h5``, so no reader takes it for a shard), fsynced
-and renamed. Identical batches give byte-identical shards.
+Files use the HDF5 1.10 format (metadata checksummed). Every file is built in memory (HDF5's core
+driver without a backing store), then written with plain ``write`` calls under
+``<final name>.tmp-<pid>`` (never ending in ``.h5``, so no reader takes it for a shard), fsynced and
+renamed. A full disk, a read-only folder or a missing permission is therefore an ordinary
+``OSError`` from ``open``/``write``/``fsync``, with the temp file removed, never an error inside
+HDF5's own close. Identical batches give byte-identical shards.
 
 This module holds the format, :class:`HistoryBatch` and the writer (:class:`DatasetWriter`); the
-reader (:class:`HistoryStore`) lives in :mod:`icrl.store` and checking a folder on disk (``verify``,
-``complete_shards``, ``remove_partials``) in :mod:`icrl.integrity`; both import from here (never
+semantic checks of files on disk live in :mod:`icrl.validation`, the reader
+(:class:`HistoryStore`) in :mod:`icrl.store` and checking a folder on disk (``verify``,
+``complete_shards``, ``remove_partials``) in :mod:`icrl.integrity`; all import from here (never
 the reverse).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -56,6 +65,8 @@ INDEX_FIELDS = ("offset", "length", "task", "run", "source", "task_params", "ret
 CHUNK_BYTES = 64 * 1024
 _SHARD_RE = re.compile(r"^shard-(\d{5})\.h5$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_IMAGES = itertools.count()  # numbers the in-memory files this process builds
 # A damaged HDF5 file can surface as almost any exception inside h5py (OSError, KeyError, even
 # AttributeError when a header decodes as another object type), so file checks catch them all.
 _H5_ERRORS = (Exception,)
@@ -186,45 +197,77 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)``, fsync, rename to ``path`` and fsync the folder: a crash leaves either
-    the old state or the complete new file, never a half-written one under the final name."""
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``<path>.tmp-<pid>`` with plain writes, fsync, rename to ``path`` and
+    fsync the folder: a crash leaves either the old state or the complete new file, never a
+    half-written one under the final name. Any failure (``ENOSPC``, ``EROFS``, ``EACCES``) is the
+    ``OSError`` of the failing call, and the temp file is gone."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file (write/fsync do not)
+        raise
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", "utf-8"))
+    _atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
-def _write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
-    def write(tmp: Path) -> None:
-        # The 1.10 format checksums its metadata: a flipped byte outside the data fails on open
-        # (the 1.8 default leaves most of a small file as unchecked free space).
-        with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
-            fill(f)
-    _atomic_write(path, write)
+def _h5_image(name: str, fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of a new HDF5 file filled by ``fill``, built in memory.
+
+    HDF5's core driver without a backing store never touches the disk, so an I/O error cannot
+    arise inside HDF5 (where a full disk at close crashed the process); the image equals what the
+    same calls write to a file on disk. The 1.10 format checksums its metadata: a flipped byte
+    outside the data fails on open (the 1.8 default leaves most of a small file as unchecked free
+    space)."""
+    with h5py.File(name, "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
+        fill(f)
+        f.flush()
+        return f.id.get_file_image()
 
 
-def _content_digest(f: h5py.File) -> np.ndarray:
+def _write_h5(path: Path, fill: Callable[[h5py.File], None]) -> str:
+    """Build ``path`` in memory with ``fill``, write it atomically; returns its hex SHA-256."""
+    # a name of its own: HDF5 tells in-memory files apart by name (never stored in the bytes)
+    data = _h5_image(f"{path.name}.image-{os.getpid()}-{next(_IMAGES)}", fill)
+    _atomic_write(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _content_digest(f: h5py.File, loaded: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """SHA-256 over name, dtype, shape and bytes of every dataset, read in ~16 MiB blocks.
 
-    Stored by the writer; :mod:`icrl.integrity` recomputes it to check a shard."""
+    Stored by the writer; :mod:`icrl.validation` recomputes it to check a shard, passing the
+    datasets it has read already (``loaded``: ``"steps/obs"`` -> array) so none is read twice."""
     h = hashlib.sha256()
     for name in [f"{g}/{k}" for g in ("histories", "steps") for k in sorted(f[g])]:
         ds = f[name]
         h.update(f"{name}|{ds.dtype.str}|{ds.shape}|".encode())
+        if loaded is not None and name in loaded:
+            h.update(np.ascontiguousarray(loaded[name]).tobytes())
+            continue
         rows = max(1, (16 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
         for a in range(0, ds.shape[0], rows):
             h.update(np.ascontiguousarray(ds[a:a + rows]).tobytes())
@@ -249,39 +292,6 @@ def _fill_shard(f: h5py.File, batch: HistoryBatch) -> None:
     f.attrs["content_sha256"] = _content_digest(f)
 
 
-def _index_problems(f: h5py.File, name: str,
-                    n_sources: int | None) -> tuple[list[str], int, int, bool]:
-    """Check an open shard's index (no content checksum: see :mod:`icrl.integrity`).
-
-    Returns:
-        ``(problems, n, n_steps, laid_out)``; ``laid_out`` is False when datasets are missing or
-        index rows do not match the history count, so that the shard's content cannot be checked.
-    """
-    missing = [f"histories/{k}" for k in INDEX_FIELDS if f"histories/{k}" not in f]
-    missing += [f"steps/{k}" for k in REQUIRED_FIELDS if f"steps/{k}" not in f]
-    if missing:
-        return [f"{name}: missing datasets {missing}"], 0, 0, False
-    idx = {k: f[f"histories/{k}"][()] for k in INDEX_FIELDS}
-    n, lengths = len(idx["length"]), idx["length"]
-    bad = [k for k in ("offset", "task", "run", "source") if idx[k].shape != (n,)]
-    bad += ["task_params"] if idx["task_params"].ndim != 2 or len(idx["task_params"]) != n else []
-    if bad:
-        return ([f"{name}: histories/{k} does not have one row per history" for k in bad], n, 0,
-                False)
-    total, problems = int(lengths.sum()), []
-    if np.any(lengths < 0) or not np.array_equal(idx["offset"], np.cumsum(lengths) - lengths):
-        problems.append(f"{name}: histories/offset does not match the cumulative lengths")
-    problems += [f"{name}: steps/{k} has {f['steps'][k].shape[:1]} rows, but the history lengths "
-                 f"sum to {total}" for k in f["steps"] if f["steps"][k].shape[:1] != (total,)]
-    ro = idx["return_offsets"]
-    if ro.shape != (n + 1,) or ro[0] != 0 or np.any(np.diff(ro) < 0) \
-            or ro[-1] != len(idx["return_values"]):
-        problems.append(f"{name}: histories/return_offsets is inconsistent with return_values")
-    if n_sources is not None and np.any((idx["source"] < 0) | (idx["source"] >= n_sources)):
-        problems.append(f"{name}: histories/source has indices outside the {n_sources} sources")
-    return problems, n, total, True
-
-
 # ----------------------------------------------------------------------------- writing
 class DatasetWriter:
     """Writes shards, then the manifest (last), into a dataset folder.
@@ -289,8 +299,9 @@ class DatasetWriter:
     Args:
         directory: The dataset folder (created if missing).
         meta: Manifest metadata: ``env_id``, ``env_kwargs``, ``sources`` (names that
-            ``HistoryBatch.source`` indexes), usually ``collect`` (the collector config) and
-            ``task_split``. JSON-serialisable.
+            ``HistoryBatch.source`` indexes), usually ``collect`` (the collector config),
+            ``task_split``, ``spec`` and ``plan_sha256`` (64 hex digits: also written into every
+            shard as its root attribute). JSON-serialisable.
     """
 
     def __init__(self, directory: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -302,6 +313,9 @@ class DatasetWriter:
         _require(isinstance(sources, list) and len(sources) > 0 and all(isinstance(s, str)
                  for s in sources), f"meta['sources'] must be a non-empty list of names, "
                  f"got {sources!r}")
+        plan = meta.get("plan_sha256")
+        _require(plan is None or (isinstance(plan, str) and bool(_HEX64_RE.match(plan))),
+                 f"meta['plan_sha256'] must be 64 hex digits, got {str(plan)[:80]!r}")
         _require_json(meta, "meta")
         self.directory, self.meta = Path(directory), dict(meta)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -316,12 +330,22 @@ class DatasetWriter:
         _require(bool(np.all((batch.source >= 0) & (batch.source < k))),
                  f"batch.source must index meta['sources'] (0..{k - 1})")
         path = self.directory / f"shard-{int(index):05d}.h5"
-        _write_h5(path, lambda f: _fill_shard(f, batch))
-        return {"file": path.name, "n_histories": batch.n_histories,
-                "n_steps": int(np.sum(batch.lengths)), "sha256": file_sha256(path)}
+        plan = self.meta.get("plan_sha256")
 
-    def finish(self, shard_entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Write ``manifest.json`` atomically, listing ``shard_entries``; returns the manifest."""
+        def fill(f: h5py.File) -> None:
+            _fill_shard(f, batch)
+            if plan is not None:
+                f.attrs["plan_sha256"] = np.frombuffer(bytes.fromhex(plan), dtype=np.uint8)
+
+        sha256 = _write_h5(path, fill)
+        return {"file": path.name, "n_histories": batch.n_histories,
+                "n_steps": int(np.sum(batch.lengths)), "sha256": sha256}
+
+    def finish(self, shard_entries: Sequence[dict[str, Any]],
+               derived: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        """Write ``manifest.json`` atomically, listing ``shard_entries`` and the ``derived`` file
+        entries to keep (a finished dataset collected again keeps its LHF weights); returns the
+        manifest."""
         entries = sorted((dict(e) for e in shard_entries), key=lambda e: e["file"])
         files = [e["file"] for e in entries]
         _require(len(files) > 0 and len(set(files)) == len(files),
@@ -331,6 +355,7 @@ class DatasetWriter:
         manifest = {"schema": SCHEMA, **self.meta,
                     "n_histories": sum(int(e["n_histories"]) for e in entries),
                     "n_steps": sum(int(e["n_steps"]) for e in entries),
-                    "shards": entries, "derived": []}
+                    "shards": entries,
+                    "derived": sorted((dict(d) for d in derived), key=lambda d: str(d["name"]))}
         _write_json(self.directory / "manifest.json", manifest)
         return manifest

@@ -1,8 +1,9 @@
 """Reading a dataset folder written by :class:`icrl.histories.DatasetWriter` (format:
 docs/architecture.md#learning-histories-and-storage and :mod:`icrl.histories`): the manifest
-check and :class:`HistoryStore`, which loads the
-per-history index at open and reads steps on demand, plus derived files (LHF scores, weights)
-written next to the shards and listed in the manifest.
+check and :class:`HistoryStore`, which checks every shard at open (:mod:`icrl.validation`: index,
+shapes and dtypes against the env spec, finite values, one read per field), keeps the per-history
+index and reads steps on demand, plus derived files (LHF scores, weights) written next to the
+shards and listed in the manifest.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from icrl.histories import (
     INDEX_FIELDS,
     SCHEMA,
     HistoryBatch,
-    _index_problems,
     _require,
     _require_json,
     _write_h5,
@@ -29,10 +29,12 @@ from icrl.histories import (
     file_sha256,
 )
 from icrl.spaces import EnvSpec, SpaceError
+from icrl.validation import ShardExpect, check_shard, manifest_problems, manifest_spec
 
 
-def _load_manifest(directory: Path) -> dict[str, Any]:
-    """Read and check ``manifest.json``, with a FileNotFoundError/ValueError that says why."""
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """Read ``manifest.json`` and check its keys' types, with a FileNotFoundError/ValueError that
+    says why; its entries are checked by :func:`icrl.validation.manifest_problems`."""
     path = directory / "manifest.json"
     if not directory.is_dir():
         raise FileNotFoundError(f"dataset folder {directory} does not exist; "
@@ -52,11 +54,17 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
              "n_steps": int, "shards": list, "derived": list}
     bad = [k for k, t in kinds.items() if not isinstance(manifest.get(k), t)]
     _require(not bad, f"{path}: keys {bad} are missing or of the wrong type")
-    for e in manifest["shards"]:
-        _require(isinstance(e, dict) and isinstance(e.get("file"), str)
-                 and isinstance(e.get("sha256"), str)
-                 and all(isinstance(e.get(k), int) for k in ("n_histories", "n_steps")),
-                 f"{path}: malformed shard entry {e!r}")
+    return manifest
+
+
+def _load_manifest(directory: Path) -> dict[str, Any]:
+    """:func:`_read_manifest`, then its entries checked (file names, counts) before any file is
+    opened: the first problem is a ValueError."""
+    manifest = _read_manifest(directory)
+    problems = manifest_problems(manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(f"{directory}/{problems[0]}{more}")
     return manifest
 
 
@@ -86,21 +94,23 @@ class HistoryStore:
         self._files: list[h5py.File] = []
         self._pid, self._closed = -1, False
         self._open()
+        spec, n_sources = manifest_spec(self.manifest), len(self.sources)
         parts: list[dict[str, np.ndarray]] = []
         for f, entry in zip(self._files, self.manifest["shards"]):
+            expect = ShardExpect(entry["n_histories"], entry["n_steps"], n_sources, spec,
+                                 self.manifest.get("plan_sha256"))
             try:
-                problems, n, _, _ = _index_problems(f, entry["file"], len(self.sources))
+                check = check_shard(f, entry["file"], expect)
+                problems = check.problems
             except _H5_ERRORS as exc:
-                problems, n = [f"{entry['file']}: unreadable index ({exc})"], 0
-            if not problems and n != entry["n_histories"]:
-                problems = [f"{entry['file']}: {n} histories, manifest says {entry['n_histories']}"]
+                problems = [f"{entry['file']}: unreadable index ({exc})"]
             if not problems and parts and tuple(sorted(f["steps"])) != self.fields:
                 problems = [f"{entry['file']}: step fields differ from the first shard's"]
             if problems:
                 self.close()
                 raise ValueError("; ".join(problems) + f"; run `icrl verify {self.directory}`")
             self.fields: tuple[str, ...] = tuple(sorted(f["steps"]))
-            parts.append({k: f[f"histories/{k}"][()] for k in INDEX_FIELDS})
+            parts.append(check.index)
         cat = {k: np.concatenate([p[k] for p in parts]) for k in INDEX_FIELDS}
         self.lengths: np.ndarray = cat["length"]
         self.task: np.ndarray = cat["task"]
@@ -204,11 +214,11 @@ class HistoryStore:
                 f.create_dataset(key, data=np.asarray(value))
 
         path = self.directory / f"{name}.h5"
-        _write_h5(path, fill)
-        entry = {"name": name, "file": path.name, "sha256": file_sha256(path), "meta": meta}
+        entry = {"name": name, "file": path.name, "sha256": _write_h5(path, fill), "meta": meta}
         kept = [d for d in self.manifest["derived"] if d.get("name") != name]
-        self.manifest["derived"] = sorted(kept + [entry], key=lambda d: d["name"])
-        _write_json(self.directory / "manifest.json", self.manifest)
+        manifest = {**self.manifest, "derived": sorted(kept + [entry], key=lambda d: d["name"])}
+        _write_json(self.directory / "manifest.json", manifest)
+        self.manifest = manifest  # only once it is on disk
         return entry
 
     def read_derived(self, name: str) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """Tests of icrl.histories: round trip, windows, atomic writes, verify, resume, derived files."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from icrl.histories import DatasetWriter, HistoryBatch, file_sha256
+from icrl.histories import DatasetWriter, HistoryBatch, _fill_shard, _h5_image, file_sha256
 from icrl.store import HistoryStore
 from icrl.integrity import complete_shards, remove_partials, verify
 
@@ -99,6 +100,65 @@ def test_same_batch_same_bytes(tmp_path: Path) -> None:
     for k in range(3):
         name = f"shard-0000{k}.h5"
         assert file_sha256(tmp_path / "a" / name) == file_sha256(tmp_path / "b" / name)
+
+
+def test_in_memory_image_equals_a_file_written_by_hdf5(tmp_path: Path) -> None:
+    """Shards are built in memory, then written with plain writes: the bytes are those HDF5 writes
+    to a file itself, and the same batch always gives the same image."""
+    batch = make_batch(np.random.default_rng(0), 5)
+    with h5py.File(tmp_path / "direct.h5", "w", libver=("v110", "v110")) as f:
+        _fill_shard(f, batch)
+    image = _h5_image("a", lambda f: _fill_shard(f, batch))
+    assert image == (tmp_path / "direct.h5").read_bytes()
+    assert image == _h5_image("b", lambda f: _fill_shard(f, batch))
+    assert not list(Path.cwd().glob("a")) and not list(Path.cwd().glob("b"))  # nothing on disk
+
+
+def _fail_writes_to_temp_files(monkeypatch, code: int, after: int = 0) -> None:
+    """``os.write`` to a ``*.tmp-*`` file raises ``OSError(code)`` once ``after`` such writes
+    went through (other writes pass)."""
+    real, count = os.write, [0]
+
+    def write(fd, data):
+        if ".tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+            count[0] += 1
+            if count[0] > after:
+                raise OSError(code, os.strerror(code))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_failing_write_is_an_oserror_leaving_no_temp_file(tmp_path: Path, monkeypatch, code: int) -> None:
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(tmp_path, META)
+    entries = [writer.write_shard(k, make_batch(rng, 3)) for k in range(2)]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    _fail_writes_to_temp_files(monkeypatch, code)
+    with pytest.raises(OSError) as err:
+        writer.write_shard(2, make_batch(rng, 3))
+    assert err.value.errno == code
+    with pytest.raises(OSError):
+        writer.finish(entries)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file, shards intact
+    assert set(complete_shards(tmp_path)) == {0, 1}
+    writer.finish(entries)
+    assert verify(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_real_full_disk_is_an_oserror(tmp_path: Path) -> None:
+    """The temp name pointing at /dev/full makes the kernel itself answer ENOSPC to the write."""
+    writer = DatasetWriter(tmp_path, META)
+    tmp = tmp_path / f"shard-00000.h5.tmp-{os.getpid()}"
+    tmp.symlink_to("/dev/full")
+    with pytest.raises(OSError) as err:
+        writer.write_shard(0, make_batch(np.random.default_rng(0), 3))
+    assert err.value.errno == errno.ENOSPC
+    assert not list(tmp_path.iterdir())
 
 
 def test_shard_layout_is_numeric_and_chunked(tmp_path: Path) -> None:
@@ -213,18 +273,18 @@ def test_index_inconsistency_detected(tmp_path: Path) -> None:
 
 def test_temp_files_never_end_in_h5_and_are_ignored(tmp_path: Path, monkeypatch) -> None:
     seen: list[str] = []
-    real_file = h5py.File
+    real_open = os.open
 
-    def spy(name, *args, **kwargs):  # records every file name the writer creates
-        if args[:1] == ("w",) or kwargs.get("mode") == "w":
-            seen.append(os.fspath(name))
-        return real_file(name, *args, **kwargs)
+    def spy(path, flags, *args, **kwargs):  # records every file the writer creates
+        if flags & os.O_CREAT:
+            seen.append(os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(h5py, "File", spy)
+    monkeypatch.setattr(os, "open", spy)
     batches = write_dataset(tmp_path, n_shards=2)
     monkeypatch.undo()
-    assert len(seen) == 2 and not any(s.endswith(".h5") for s in seen)
-    assert all(".tmp-" in s for s in seen)
+    assert len(seen) == 3 and not any(s.endswith((".h5", ".json")) for s in seen)  # 2 shards, manifest
+    assert all(Path(s).name.endswith(f".tmp-{os.getpid()}") for s in seen)
     # A killed writer's leftover (here a copy of a real shard) must not be read or counted.
     (tmp_path / "shard-00005.h5.tmp-99999").write_bytes((tmp_path / "shard-00000.h5").read_bytes())
     assert verify(tmp_path) == []
@@ -343,3 +403,44 @@ def test_every_episode_keeps_every_kth_whole_episode() -> None:
     assert [r.tolist() for r in sub.episode_returns] == [[9.0, 13.0], [12.0]]
     assert batch.every_episode(1) is batch
     assert batch.every_episode(3).steps["obs"].tolist() == [5]  # only history 0 has a 3rd episode
+
+
+def test_plan_is_recorded_in_every_shard_and_the_manifest(tmp_path: Path) -> None:
+    plan = "ab" * 32
+    writer = DatasetWriter(tmp_path, {**META, "plan_sha256": plan})
+    rng = np.random.default_rng(0)
+    manifest = writer.finish([writer.write_shard(k, make_batch(rng, 2)) for k in range(2)])
+    assert manifest["plan_sha256"] == plan
+    for k in range(2):
+        with h5py.File(tmp_path / f"shard-0000{k}.h5", "r") as f:
+            assert f.attrs["plan_sha256"].tobytes().hex() == plan
+    assert verify(tmp_path) == []
+    with pytest.raises(ValueError, match="plan_sha256"):
+        DatasetWriter(tmp_path, {**META, "plan_sha256": "not hex"})
+
+
+def test_finish_keeps_the_derived_entries_it_is_given(tmp_path: Path) -> None:
+    write_dataset(tmp_path, n_shards=1)
+    with HistoryStore(tmp_path) as store:
+        entry = store.write_derived("lhf", {"weight": np.ones(3)}, {"lambda": 1.0})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    writer = DatasetWriter(tmp_path, META)
+    assert writer.finish(manifest["shards"], [entry])["derived"] == [entry]
+    assert verify(tmp_path) == []
+    assert writer.finish(manifest["shards"])["derived"] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_derived_file_that_cannot_be_written_leaves_the_dataset_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    write_dataset(tmp_path, n_shards=1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with HistoryStore(tmp_path) as store:
+        _fail_writes_to_temp_files(monkeypatch, errno.ENOSPC)
+        with pytest.raises(OSError):
+            store.write_derived("lhf", {"weight": np.ones(3)}, {})
+        _fail_writes_to_temp_files(monkeypatch, errno.ENOSPC, after=1)  # the file, not the manifest
+        with pytest.raises(OSError):
+            store.write_derived("lhf", {"weight": np.ones(3)}, {})
+        monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "lhf.h5"}
+    assert after == before and verify(tmp_path) == []
