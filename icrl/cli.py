@@ -72,8 +72,8 @@ def _prepare_out(path: str) -> Path:
     """Create an output folder, or fail with a one-line error (exit 2)."""
     out = Path(path)
     try:
-        if not out.exists():
-            _CREATED.append(out)
+        missing = [d for d in (out, *out.parents) if not d.exists()]
+        _CREATED.extend(reversed(missing))  # removed deepest first
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out: cannot create {out}: {e.strerror or e}") from None
@@ -191,6 +191,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from icrl.runs import stored_config
 
     config = args.config
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
     if config is None and args.checkpoint:  # the config the model was trained under
         config = stored_config(args.checkpoint)
         if config is None:

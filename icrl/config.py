@@ -236,10 +236,10 @@ def validate_env(cfg: Config) -> None:
     import_env_module(cfg)
     ids = envs.family_ids()
     if cfg.env.id not in ids:
-        raise ConfigError(f"env.id: unknown env {brief(cfg.env.id)}{suggest('', brief(cfg.env.id, quote=False), ids)}")
+        raise ConfigError(f"env.id: {_unknown_env(cfg.env.id, ids)}")
     check_env_kwargs(cfg.env.id, cfg.env.kwargs, "env.kwargs.")
     if cfg.eval.env_id and cfg.eval.env_id not in ids:
-        raise ConfigError(f"eval.env_id: unknown env {brief(cfg.eval.env_id)}{suggest('', brief(cfg.eval.env_id, quote=False), ids)}")
+        raise ConfigError(f"eval.env_id: {_unknown_env(cfg.eval.env_id, ids)}")
     check_env_kwargs(cfg.eval.env_id or cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError(f"model.n_embd: {cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
@@ -279,6 +279,16 @@ def validate_env(cfg: Config) -> None:
                           f"{len(cfg.collect.algorithms)} algorithms; give one per algorithm or none")
     if any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: must be distinct non-negative integers, got {brief(cfg.seeds)}")
+
+
+def _unknown_env(env_id: str, ids: tuple[str, ...]) -> str:
+    """Why ``env_id`` is no family: a plain gymnasium env (one task) gets a pointer to the doc."""
+    import gymnasium
+
+    if env_id in gymnasium.registry:
+        return (f"{brief(env_id)} is a gymnasium env (one task), not an icrl family of tasks; wrap it as a "
+                f"family: docs/extending.md")
+    return f"unknown env {brief(env_id)}{suggest('', brief(env_id, quote=False), ids)}"
 
 
 def import_env_module(cfg: Config) -> None:

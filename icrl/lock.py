@@ -28,11 +28,16 @@ class FolderBusy(ConfigError):
 
 
 def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text()[:1000])
-        return f"pid {int(info['pid'])}, icrl {str(info['command'])[:40]}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+    """Who holds the lock, from its file (which the holder writes just after taking the lock)."""
+    import time
+
+    for _ in range(50):
+        try:
+            info = json.loads(path.read_text()[:1000])
+            return f"pid {int(info['pid'])}, icrl {str(info['command'])[:40]}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return "another process"
 
 
 @contextlib.contextmanager
@@ -46,6 +51,9 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(folder)
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun rank 0 holds it for all ranks
+        yield folder
+        return
     if key in _HELD:
         _HELD[key][1] += 1
         try:

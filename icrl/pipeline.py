@@ -59,11 +59,10 @@ def trained_world(checkpoint: str | Path) -> dict[str, Any] | None:
     was stored), or None for a checkpoint written before either was stored."""
     from icrl.checkpoint import load_run_config, load_spec
 
-    stored = load_run_config(checkpoint)
+    spec, stored = load_spec(checkpoint), load_run_config(checkpoint)  # both checked
     if stored is not None:
         env = stored.get("env") if isinstance(stored.get("env"), dict) else {}
         return {"env_id": str(env.get("id", ""))[:200], "env_kwargs": env.get("kwargs")}
-    spec = load_spec(checkpoint)
     return None if spec is None else {"env_id": spec.env_id, "env_kwargs": None}
 
 

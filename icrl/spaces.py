@@ -16,11 +16,14 @@ The models' side of the contract (encoders and action heads chosen from the spec
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
+from icrl.typed import MAX_INT, brief, integer
 
 __all__ = ["EnvSpec", "SpaceError", "space_to_dict", "space_from_dict", "check_observation_space",
            "check_action_space"]
@@ -90,8 +93,12 @@ def space_to_dict(space: spaces.Space) -> dict[str, Any]:
 
 
 def space_from_dict(d: Any) -> spaces.Space:
-    """Inverse of :func:`space_to_dict`; a :class:`SpaceError` for anything else."""
-    kind = d.get("type") if isinstance(d, dict) else None
+    """Inverse of :func:`space_to_dict`; a :class:`SpaceError` for anything else (stored spaces are
+    user input: sizes must be true integers, bounds numbers)."""
+    problem = _space_dict_problem(d)
+    if problem:
+        raise SpaceError(problem)
+    kind = d["type"]
     try:
         if kind == "Discrete":
             return spaces.Discrete(int(d["n"]), start=int(d.get("start", 0)))
@@ -104,9 +111,58 @@ def space_from_dict(d: Any) -> spaces.Space:
             low = np.asarray(d["low"], dtype=np.float64).reshape(shape) if shape else np.asarray(d["low"])
             high = np.asarray(d["high"], dtype=np.float64).reshape(shape) if shape else np.asarray(d["high"])
             return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SpaceError(f"malformed {kind} space {str(d)[:80]}: {str(e).splitlines()[0][:80]}") from None
-    raise SpaceError(f"unknown space type {str(kind)[:40]!r}; expected Discrete, MultiDiscrete or Box")
+    except (KeyError, TypeError, ValueError, AssertionError) as e:  # gymnasium checks with assert
+        raise SpaceError(f"malformed {kind} space {brief(d)}: {brief(str(e).splitlines()[0], quote=False)}") from None
+
+
+def _leaves(nested: Any) -> list[Any]:
+    """The leaves of nested lists, in order."""
+    out, stack = [], [nested]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(reversed(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _space_dict_problem(d: Any) -> str:
+    """What is wrong with the types of a space dict (``space_to_dict`` form), or "" if nothing."""
+    if not isinstance(d, dict):
+        return f"expected a space mapping, got {brief(d)}"
+    kind = d.get("type")
+    try:
+        if kind == "Discrete":
+            integer("n", d.get("n"))
+            integer("start", d.get("start", 0), -MAX_INT)
+        elif kind == "MultiDiscrete":
+            nvec = _leaves(d.get("nvec"))
+            if not isinstance(d.get("nvec"), list) or not nvec:
+                return f"MultiDiscrete nvec must be a non-empty list of integers, got {brief(d.get('nvec'))}"
+            for n in nvec:
+                integer("nvec", n)
+            for n in _leaves(d.get("start", [])):
+                integer("start", n, -MAX_INT)
+        elif kind == "Box":
+            shape = d.get("shape")
+            if not isinstance(shape, list):
+                return f"Box shape must be a list of integers, got {brief(shape)}"
+            for n in shape:
+                integer("shape", n)
+            if math.prod(shape) > MAX_INT:
+                return f"Box shape {brief(shape)} is too large"
+            for bound in ("low", "high"):
+                values = _leaves(d.get(bound))
+                if not values or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in values):
+                    return f"Box {bound} must be numbers, got {brief(d.get(bound))}"
+            if not isinstance(d.get("dtype", "float32"), str):
+                return f"Box dtype must be a name such as float32, got {brief(d.get('dtype'))}"
+        else:
+            return f"unknown space type {brief(kind)}; expected Discrete, MultiDiscrete or Box"
+    except ValueError as e:
+        return f"{kind} {e}"
+    return ""
 
 
 @dataclass(frozen=True, eq=False)

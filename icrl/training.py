@@ -305,12 +305,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         TrainingInterrupted: SIGINT/SIGTERM, after a checkpoint of the last finished step.
     """
     run_dir = Path(run_dir)
-    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 holds the folder for all ranks
-        return _train(cfg, run_dir, resume, progress, weights, weighting)
     with folder_lock(run_dir, "train"):
-        ckpt = _train(cfg, run_dir, resume, progress, weights, weighting)
-        plot_training(run_dir / "metrics.jsonl", run_dir / "training.png")
-        return ckpt
+        return _train(cfg, run_dir, resume, progress, weights, weighting)
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np.ndarray | None,
@@ -429,4 +425,6 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
         bar.close()
         tracker.close()
         ddp.close()
+    if ddp.master:
+        plot_training(run_dir / "metrics.jsonl", run_dir / "training.png")  # loss and probes against steps
     return ckpt

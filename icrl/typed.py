@@ -59,6 +59,21 @@ def brief(value: Any, limit: int = 80, *, quote: bool = True) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_INT = 2**53  # larger sizes in a stored file are garbage (and overflow numpy's int64 spaces)
+
+
+def integer(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as an int in [low, 2**53]; a bool, a float such as 1.5 or a string is a ValueError
+    naming ``name`` (for sizes read back from JSON, where ``int()`` would take 1.5 or true as 1)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {brief(value)}")
+    if not low <= value <= MAX_INT:
+        raise ValueError(f"{name} must be an integer in [{low}, 2**53], got {brief(value)}")
+    return int(value)
+
+
 def option(default: Any, help: str, **checks: Any) -> Any:
     """A dataclass field with a doc line and optional checks (``min``, ``max``, ``choices``)."""
     if isinstance(default, (list, dict)):

@@ -2,12 +2,9 @@
 stage was interrupted, a checkpoint knows its world, and the best checkpoint is chosen off the
 held-out tasks."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,7 +185,8 @@ def test_eval_needs_no_config_and_refuses_another_env_unless_asked(tmp_path, cap
                  "eval.env_id=icrl/DarkRoomPermuted-v0", "eval.env_kwargs.size=5", "eval.env_kwargs.horizon=10"]) == 0
     c = json.loads((shifted / "results.json").read_text())
     assert c["env"] == "icrl/DarkRoomPermuted-v0" and c["distribution_shift"] is True
-    assert main(["eval", "--quiet", "--checkpoint", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "old").mkdir()  # a checkpoint written before configs were stored with it
+    assert main(["eval", "--quiet", "--checkpoint", str(tmp_path / "old")]) == 2
     assert "--config" in _err(capsys)
 
 

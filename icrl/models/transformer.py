@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from icrl.models.encoders import HEADS, discrete_sizes, resolve_head
 from icrl.spaces import SpaceError, check_action_space, check_observation_space, space_from_dict, space_to_dict
-from icrl.typed import brief
+from icrl.typed import brief, integer
 
 ROPE_BASE = 10_000.0
 
@@ -54,7 +54,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value is None and name == "window":
                 continue
-            setattr(self, name, _integer(f"ModelConfig.{name}", value))
+            setattr(self, name, integer(f"ModelConfig.{name}", value))
         for name in ("bias", "rope"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ModelConfig.{name} must be true or false, got {brief(getattr(self, name))}")
@@ -65,10 +65,6 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be a number, got {brief(self.dropout)}")
         if self.kind not in ("ad", "dpt"):
             raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {brief(self.kind)}")
-        for name in ("obs_space", "action_space"):
-            problem = _space_problem(getattr(self, name))
-            if problem:
-                raise ValueError(f"ModelConfig.{name}: {problem}")
         try:
             self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
         except (SpaceError, AssertionError) as e:  # gymnasium checks its arguments with assert
@@ -112,7 +108,7 @@ class ModelConfig:
         """The parts of :meth:`memory_bytes`, keyed by the fields that size them."""
         C, L = self.n_embd, self.n_layer
         obs, act = self.obs_space, self.action_space
-        D = (obs["n"] if obs["type"] == "Discrete" else sum(_flat(obs["nvec"])) if obs["type"] == "MultiDiscrete"
+        D = (obs["n"] if obs["type"] == "Discrete" else int(np.sum(obs["nvec"])) if obs["type"] == "MultiDiscrete"
              else math.prod(obs["shape"]))
         A = act["n"] if act["type"] == "Discrete" else math.prod(act["shape"])
         out = 2 * A if self.head == "gaussian" else A
@@ -167,11 +163,11 @@ class ModelConfig:
             sizes = d.pop("obs_sizes")
             if not isinstance(sizes, list) or not sizes:
                 raise ValueError(f"ModelConfig.obs_sizes must be a non-empty list, got {brief(sizes)}")
-            sizes = [_integer("ModelConfig.obs_sizes", n) for n in sizes]
+            sizes = [integer("ModelConfig.obs_sizes", n) for n in sizes]
             d["obs_space"] = ({"type": "Discrete", "n": sizes[0], "start": 0} if len(sizes) == 1
                               else {"type": "MultiDiscrete", "nvec": sizes, "start": [0] * len(sizes)})
         if "n_actions" in d and "action_space" not in d:
-            d["action_space"] = {"type": "Discrete", "n": _integer("ModelConfig.n_actions", d.pop("n_actions")), "start": 0}
+            d["action_space"] = {"type": "Discrete", "n": integer("ModelConfig.n_actions", d.pop("n_actions")), "start": 0}
         names = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in set(d) - names)
         if unknown:
@@ -180,71 +176,6 @@ class ModelConfig:
         if missing:
             raise ValueError(f"ModelConfig is missing required keys {missing}")
         return cls(**d)
-
-
-MAX_INT = 2**53  # larger sizes are garbage in a model.json (and overflow numpy's int64 spaces)
-
-
-def _integer(name: str, value: Any, low: int = 1) -> int:
-    """``value`` as an int in [low, MAX_INT]; a bool, a float such as 1.5 or a string is a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {brief(value)}")
-    if not low <= value <= MAX_INT:
-        raise ValueError(f"{name} must be an integer in [{low}, 2**53], got {brief(value)}")
-    return int(value)
-
-
-def _flat(nested: Any) -> list[Any]:
-    """The leaves of nested lists, in order."""
-    out, stack = [], [nested]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, (list, tuple)):
-            stack.extend(reversed(x))
-        else:
-            out.append(x)
-    return out
-
-
-def _space_problem(d: Any) -> str:
-    """What is wrong with the types of a space dict (``space_to_dict`` form), or "" if nothing.
-
-    Sizes must be true integers: ``space_from_dict`` alone would read 1.5 or true as 1.
-    """
-    if not isinstance(d, dict):
-        return f"expected a space mapping, got {brief(d)}"
-    kind = d.get("type")
-    try:
-        if kind == "Discrete":
-            _integer("n", d.get("n"))
-            _integer("start", d.get("start", 0), -MAX_INT)
-        elif kind == "MultiDiscrete":
-            nvec = _flat(d.get("nvec"))
-            if not isinstance(d.get("nvec"), list) or not nvec:
-                return f"nvec must be a non-empty list of integers, got {brief(d.get('nvec'))}"
-            for n in nvec:
-                _integer("nvec", n)
-            for n in _flat(d.get("start", [])):
-                _integer("start", n, -MAX_INT)
-        elif kind == "Box":
-            shape = d.get("shape")
-            if not isinstance(shape, list):
-                return f"shape must be a list of integers, got {brief(shape)}"
-            for n in shape:
-                _integer("shape", n)
-            if math.prod(shape) > MAX_INT:
-                return f"shape {brief(shape)} is too large"
-            for bound in ("low", "high"):
-                values = _flat(d.get(bound))
-                if not values or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in values):
-                    return f"{bound} must be numbers, got {brief(d.get(bound))}"
-            if not isinstance(d.get("dtype", "float32"), str):
-                return f"dtype must be a name such as float32, got {brief(d.get('dtype'))}"
-        else:
-            return f"type must be Discrete, MultiDiscrete or Box, got {brief(kind)}"
-    except ValueError as e:
-        return f"{kind} {e}"
-    return ""
 
 
 def rope_cos_sin(positions: torch.Tensor, head_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
