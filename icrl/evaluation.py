@@ -22,7 +22,7 @@ from icrl import envs
 from icrl.checkpoint import load_model
 from icrl.collectors import child_seed_sequence, make_policy, run_policy
 from icrl.config import Config, ConfigError, to_dict
-from icrl.histories import HistoryBatch
+from icrl.histories import HistoryBatch, atomic_write
 from icrl.models.encoders import first_action
 from icrl.spaces import EnvSpec, space_to_dict
 
@@ -330,11 +330,16 @@ def summarise_all(curves: dict[str, np.ndarray], n_tasks: int, rollouts: int, n_
 
 
 def write_results(out_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> dict[str, Any]:
-    """``results.json`` and ``curves.npz`` (every rollout's curve, to aggregate seeds) into ``out_dir``."""
+    """``results.json`` and ``curves.npz`` (every rollout's curve, to aggregate seeds) into ``out_dir``,
+    each written whole or not at all (results last: its presence means the evaluation finished)."""
+    import io
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "curves.npz", **curves)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **curves)
+    atomic_write(out_dir / "curves.npz", buffer.getvalue())
+    atomic_write(out_dir / "results.json", json.dumps(results, indent=1).encode())
     return results
 
 

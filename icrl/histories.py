@@ -205,7 +205,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``<path>.tmp-<pid>`` with plain writes, fsync, rename to ``path`` and
     fsync the folder: a crash leaves either the old state or the complete new file, never a
     half-written one under the final name. Any failure (``ENOSPC``, ``EROFS``, ``EACCES``) is the
@@ -231,7 +231,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def _h5_image(name: str, fill: Callable[[h5py.File], None]) -> bytes:
@@ -252,7 +252,7 @@ def _write_h5(path: Path, fill: Callable[[h5py.File], None]) -> str:
     """Build ``path`` in memory with ``fill``, write it atomically; returns its hex SHA-256."""
     # a name of its own: HDF5 tells in-memory files apart by name (never stored in the bytes)
     data = _h5_image(f"{path.name}.image-{os.getpid()}-{next(_IMAGES)}", fill)
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from icrl.config import Config, ConfigError, to_dict
 from icrl.evaluation import aggregate_seeds, evaluate
+from icrl.histories import atomic_write
 from icrl.lock import folder_lock
 from icrl.plots import plot_results
 from icrl.runs import save_config, trained_steps
@@ -95,7 +96,7 @@ def _record_world(results: dict[str, Any], trained: dict[str, Any], out_dir: str
     shift = trained["env_id"] != results["env"] or (trained["env_kwargs"] is not None and
                                                      trained["env_kwargs"] != results["env_kwargs"])
     results = {**results, "trained_on": trained, "distribution_shift": bool(shift)}
-    (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1).encode())
     return results
 
 
@@ -166,7 +167,7 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True, resume: bool = 
                 start = time.perf_counter()
                 run(dataclasses.replace(cfg, seed=s, seeds=[]), seed_dir, progress=progress, resume=resume)
                 walls[str(s)] = time.perf_counter() - start
-                walls_path.write_text(json.dumps(walls))
+                atomic_write(walls_path, json.dumps(walls).encode())
             save_config(run_dir, to_dict(cfg))  # the seeds' own config.json: each seed's
             results = aggregate_seeds([run_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds,
                                       [walls[str(s)] for s in cfg.seeds], run_dir)

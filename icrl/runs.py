@@ -9,10 +9,10 @@ starts again; without either it is refused. Call :func:`claim` while holding the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from icrl.histories import atomic_write
 from icrl.typed import ConfigError
 
 # what `icrl run` and `icrl train` write into a run folder (the dataset only under `run`)
@@ -82,12 +82,7 @@ def remove_outputs(folder: Path, names: tuple[str, ...]) -> None:
 
 def save_config(folder: Path, config: dict) -> None:
     """``folder/config.json``: the resolved config of the run (``icrl eval`` reads it back)."""
-    tmp = folder / f"config.json.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(config, indent=1))
-        os.replace(tmp, folder / "config.json")
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(folder / "config.json", json.dumps(config, indent=1).encode())
 
 
 def stored_config(checkpoint: str | Path) -> Path | None:

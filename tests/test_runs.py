@@ -214,3 +214,36 @@ def test_window_longer_than_training_windows_and_other_horizon_refused_before_wo
     capsys.readouterr()
     assert main(["run", "--quiet", "--out", str(run), *AD, f"data.dataset={data}", "env.kwargs.horizon=12"]) == 2
     assert "10-step episodes" in _err(capsys)
+
+
+def test_a_killed_eval_leaves_no_results_and_the_rerun_equals_an_uninterrupted_one(tmp_path):
+    """SIGKILL once the eval's progress bar shows a drawn number of methods done (not a wall time),
+    then the same command again: the results of an uninterrupted eval, and nothing partial between."""
+    import random
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(run), *STREAM, "train.steps=2"]) == 0
+    common = ["eval", "--checkpoint", str(run / "checkpoint"), "eval.n_tasks=3000", "eval.baselines=[]"]
+    assert main([*common, "--quiet", "--out", str(tmp_path / "ref")]) == 0
+    n_methods = len(json.loads((tmp_path / "ref" / "results.json").read_text())["curves"])
+    target = random.Random().randint(1, n_methods - 1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "icrl.cli", *common, "--out", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    seen = b""
+    while proc.poll() is None:
+        seen += proc.stderr.read(1)
+        done = [int(d) for d in re.findall(rb"eval: +\d+%\|[^|]*\| (\d+)/", seen)]
+        if done and done[-1] >= target:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the eval finished before the kill"
+    assert not (out / "results.json").exists() and not list(out.glob("*.tmp-*"))
+    assert main([*common, "--quiet", "--out", str(out)]) == 0  # the lock died with the process
+    a, b = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "ref", out))
+    assert a["summary"] == b["summary"] and a["curves"] == b["curves"]
