@@ -127,16 +127,22 @@ def collect_shard(cfg: Config, plan: CollectionPlan, b: int) -> HistoryBatch:
     return HistoryBatch.concat(parts)
 
 
-def _block_stats(batch: HistoryBatch, n_sources: int) -> list[dict[str, np.ndarray]]:
-    """Per source: the final cumulative regret (bandits) and mean episode return of each history."""
+def _block_stats(batch: HistoryBatch, n_sources: int, episodes: int) -> list[dict[str, np.ndarray]]:
+    """Per source: the final cumulative regret (bandits) and mean episode return of each history,
+    and the sum and count of the returns per episode of its histories of ``episodes`` episodes
+    (the source's learning curve)."""
     ends = np.cumsum(batch.lengths)
     per_hist_regret = None
     if "regret" in batch.steps:
         cum = np.concatenate([[0.0], np.cumsum(batch.steps["regret"], dtype=np.float64)])
         per_hist_regret = cum[ends] - cum[ends - batch.lengths]
     mean_return = np.array([r.mean() if len(r) else np.nan for r in batch.episode_returns])
+    whole = np.array([len(r) == episodes for r in batch.episode_returns])
+    returns = np.array([r for r in batch.episode_returns if len(r) == episodes]).reshape(-1, episodes)  # (n', E)
     return [{"regret": per_hist_regret[batch.source == k] if per_hist_regret is not None else np.zeros(0),
-             "return": mean_return[batch.source == k]} for k in range(n_sources)]
+             "return": mean_return[batch.source == k],
+             "curve_sum": returns[batch.source[whole] == k].sum(0), "curve_n": int((batch.source[whole] == k).sum())}
+            for k in range(n_sources)]
 
 
 def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, list]:
@@ -144,7 +150,7 @@ def _write_block(cfg: Config, b: int, out: str, meta: dict) -> tuple[int, dict, 
     import_env_module(cfg)  # a fresh worker has not imported a user env family yet
     batch = collect_shard(cfg, plan_of(cfg), b)
     entry = DatasetWriter(out, meta).write_shard(b, batch)
-    return b, entry, _block_stats(batch, len(cfg.collect.algorithms))
+    return b, entry, _block_stats(batch, len(cfg.collect.algorithms), cfg.collect.episodes)
 
 
 def _run_blocks(cfg: Config, todo: list[int], out: str, meta: dict) -> Iterator[tuple[int, dict, list]]:
@@ -245,9 +251,10 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     data are the same whatever the backend. The folder's lock is held throughout.
 
     Returns:
-        ``{"out", "n_histories", "n_steps", "seconds", "resumed", "per_source": {name: {...}}}``
-        where each source has its history count, mean final cumulative regret (bandits) and mean
-        episode return of the histories collected in this call.
+        ``{"out", "n_histories", "n_steps", "seconds", "resumed", "per_source": {name: {...}},
+        "source_curves": {name: [...]}}`` where each source has its history count, mean final
+        cumulative regret (bandits) and mean episode return of the histories collected in this
+        call, and (several episodes per history) its mean return per episode.
 
     Raises:
         ConfigError: ``out`` holds another collection, or another process holds its lock.
@@ -274,7 +281,7 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
                 remove_partials(out)
                 (out / LOCK_NAME).unlink(missing_ok=True)
             raise
-    per_source = {}
+    per_source, curves = {}, {}
     for i, name in enumerate(cfg.collect.algorithms):
         regret = np.concatenate([s["regret"] for s in stats[i]]) if stats[i] else np.zeros(0)
         returns = np.concatenate([s["return"] for s in stats[i]]) if stats[i] else np.zeros(0)
@@ -284,5 +291,9 @@ def collect(cfg: Config, out: str | Path, progress: bool = True) -> dict:
         if len(returns) and np.isfinite(returns).any():
             row["mean_return"] = float(np.nanmean(returns))
         per_source[name] = row
+        n = sum(s["curve_n"] for s in stats[i])
+        if cfg.collect.episodes > 1 and n:
+            curves[name] = (sum(s["curve_sum"] for s in stats[i]) / n).tolist()
     return {"out": str(out), "n_histories": plan.n_histories, "n_steps": int(sum(e["n_steps"] for e in entries.values())),
-            "seconds": time.perf_counter() - start, "resumed": len(done), "per_source": per_source}
+            "seconds": time.perf_counter() - start, "resumed": len(done), "per_source": per_source,
+            "source_curves": curves}

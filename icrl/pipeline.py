@@ -37,21 +37,10 @@ def evaluate_and_plot(cfg: Config, checkpoint: str | Path | None, out_dir: str |
 
 
 def track_collection(cfg: Config, run_dir: str | Path, summary: dict[str, Any]) -> None:
-    """The collection's size, per-source figures and each source's mean learning curve (return per
-    episode, where histories have several) into ``run_dir``'s metrics and wandb run."""
-    import numpy as np
-
-    from icrl.store import HistoryStore
-
-    curves = {}
-    with HistoryStore(summary["out"]) as store:
-        for k, name in enumerate(store.sources):
-            returns = [r for r, s in zip(store.episode_returns, store.source) if s == k]
-            n = min((len(r) for r in returns), default=0)
-            if n > 1:
-                curves[name] = np.mean([r[:n] for r in returns], axis=0).tolist()
+    """The collection's size, per-source figures and each source's learning curve (mean return per
+    episode) into ``run_dir``'s metrics and wandb run."""
     tracker = Tracker(run_dir, cfg, "collect")
-    tracker.log_collection(summary, curves or None)
+    tracker.log_collection(summary, summary.get("source_curves") or None)
     tracker.close()
 
 
@@ -168,11 +157,12 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True, resume: bool = 
                 run(dataclasses.replace(cfg, seed=s, seeds=[]), seed_dir, progress=progress, resume=resume)
                 walls[str(s)] = time.perf_counter() - start
                 atomic_write(walls_path, json.dumps(walls).encode())
-            save_config(run_dir, to_dict(cfg))  # the seeds' own config.json: each seed's
+            save_config(run_dir, to_dict(cfg))  # what `icrl eval --checkpoint RUN` re-evaluates the seeds with
             results = aggregate_seeds([run_dir / f"seed-{s}" for s in cfg.seeds], cfg.seeds,
                                       [walls[str(s)] for s in cfg.seeds], run_dir)
             return results, plot_and_track(cfg, results, run_dir)
-        if cfg.data.source == "dataset" and not cfg.data.dataset and not (resume and (run_dir / "data" / "manifest.json").is_file()):
+        collected = resume and (run_dir / "data" / "manifest.json").is_file()
+        if cfg.data.source == "dataset" and not cfg.data.dataset and not collected:
             track_collection(cfg, run_dir, collect(cfg, run_dir / "data", progress=progress))  # resumes a cut-short one
         done = trained_steps(run_dir) if resume else None
         checkpoint = run_dir / "checkpoint"

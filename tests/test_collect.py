@@ -105,3 +105,13 @@ def test_full_disk_at_the_write_is_a_clean_error_and_the_rerun_completes(tmp_pat
     assert sorted(complete_shards(tmp_path)) == [0, 1] and not list(tmp_path.glob("*.tmp-*"))
     assert not (tmp_path / "manifest.json").exists()
     assert main(args) == 0 and verify(tmp_path) == []
+
+
+def test_summary_holds_each_sources_learning_curve(tmp_path):
+    cfg = load_config(None, ["env.id=icrl/DarkRoom-v0", "env.kwargs.horizon=10", "collect.algorithms=[random,ppo]",
+                             "collect.n_tasks=6", "collect.episodes=4", "collect.histories_per_shard=4"])
+    summary = collect(cfg, tmp_path / "data", progress=False)
+    with HistoryStore(tmp_path / "data") as store:
+        for k, name in enumerate(store.sources):
+            returns = np.array([r for r, s in zip(store.episode_returns, store.source) if s == k])
+            np.testing.assert_allclose(summary["source_curves"][name], returns.mean(0))
