@@ -151,7 +151,8 @@ class TrainConfig:
 class EvalConfig:
     """Online evaluation on unseen tasks (docs/architecture.md#evaluation)."""
 
-    n_tasks: int = _f(200, "unseen tasks to evaluate on", min=1)
+    n_tasks: int = _f(200, "unseen tasks to evaluate on (a family with a fixed split evaluates on its held-out "
+                      "tasks; with eval.split=train, on at most this many of its training tasks)", min=1)
     seed: int = _f(10_000, "seed of the eval tasks and the shared random numbers (distinct from training)", min=0)
     env_kwargs: dict = _f({}, "eval task distribution: overrides of env.kwargs (prior, sigma, horizon, ...); with "
                           "eval.env_id, that family's kwargs")

@@ -96,12 +96,13 @@ class OraclePolicy:
 
 def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
     """The eval tasks, each repeated ``eval.rollouts`` times: a finite family's ``eval.split`` (test:
-    held out, train: the training split), else fresh draws from the eval prior."""
+    held out, train: the first ``eval.n_tasks`` of the training split), else fresh draws from the
+    eval prior."""
     dist = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs())
     split = dist.split()
     if split is not None:
         train, test = split
-        tasks, name = (test if cfg.eval.split == "test" else train), cfg.eval.split
+        tasks, name = (test, "test") if cfg.eval.split == "test" else (train[:cfg.eval.n_tasks], "train")
     elif cfg.eval.split == "train":
         raise ConfigError(f"eval.split: {cfg.env.id} draws its tasks from a prior and has no training "
                           f"split; leave eval.split at test")

@@ -157,16 +157,18 @@ def check_trainable(cfg: Config, spec: EnvSpec) -> None:
 
 
 def selection_config(cfg: Config) -> Config:
-    """The probe's config: the training split of a finite family, else fresh tasks of another eval
-    seed; never the held-out tasks of ``icrl eval``, so that choosing the best checkpoint by it
-    does not peek at them."""
+    """The probe's config: as many rollouts as ``icrl eval`` runs, on tasks it never evaluates on,
+    so that choosing the best checkpoint by it does not peek at the held-out ones: a finite
+    family's training tasks (one rollout each), or fresh draws of another eval seed."""
     import dataclasses
 
     from icrl import envs
 
-    finite = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs()).split() is not None
-    ev = (dataclasses.replace(cfg.eval, split="train") if finite
-          else dataclasses.replace(cfg.eval, seed=cfg.eval.seed + _SELECT_SEED))
+    split = envs.task_distribution(cfg.env.id, **cfg.eval_env_kwargs()).split()
+    if split is None:
+        ev = dataclasses.replace(cfg.eval, seed=cfg.eval.seed + _SELECT_SEED)
+    else:
+        ev = dataclasses.replace(cfg.eval, split="train", rollouts=1, n_tasks=len(split[1]) * cfg.eval.rollouts)
     return dataclasses.replace(cfg, eval=ev)
 
 

@@ -199,8 +199,13 @@ def test_best_checkpoint_is_chosen_by_probes_off_the_held_out_tasks(tmp_path):
     best = json.loads((run / "checkpoint-best" / "trainer.json").read_text())
     assert best["step"] == best_step and best["best"]["score"] == probes[best_step]
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["best"]["step"] == best_step
-    cfg = load_config(None, ["env.id=icrl/DarkRoom-v0", "collect.algorithms=random"])
-    assert selection_config(cfg).eval.split == "train"  # a finite family: its training goals
+    from icrl.evaluation import eval_tasks
+
+    cfg = load_config(None, ["env.id=icrl/DarkRoom-v0", "collect.algorithms=random", "eval.rollouts=4"])
+    probe_tasks, split = eval_tasks(selection_config(cfg))  # a finite family: its training goals, one
+    held_out, _ = eval_tasks(cfg)                          # rollout each, as many as eval runs
+    assert split == "train" and len(probe_tasks) == len(held_out) == 4 * 8
+    assert not {tuple(t) for t in probe_tasks} & {tuple(t) for t in held_out}
     cfg = load_config(None, [])
     assert selection_config(cfg).eval.seed != cfg.eval.seed  # a prior: other tasks than the held-out draws
 
