@@ -323,18 +323,34 @@ def _import_failure(name: str, e: BaseException) -> str:
             f"{': ' + brief(detail, quote=False) if detail else ''}; fix the module (or env.module)")
 
 
-def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:
-    """Check env kwargs against the env constructor's signature and its own validation."""
+def _env_params(env_id: str) -> dict[str, Any]:
+    """The keyword parameters of a registered env's constructor (``inspect.Parameter`` by name)."""
     import inspect
 
     import gymnasium
 
-    from icrl import envs
-
     entry = gymnasium.spec(env_id).entry_point
     env_cls = gymnasium.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    params = {n: p for n, p in inspect.signature(env_cls).parameters.items()
-              if n != "render_mode" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {n: p for n, p in inspect.signature(env_cls).parameters.items()
+            if n != "render_mode" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def resolved_env_kwargs(env_id: str, kwargs: dict) -> dict:
+    """``kwargs`` with the env's defaults filled in: two configs of one world compare equal
+    whether or not they spell a default out."""
+    import inspect
+
+    defaults = {n: p.default for n, p in _env_params(env_id).items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
+
+
+def check_env_kwargs(env_id: str, kwargs: dict, prefix: str) -> None:
+    """Check env kwargs against the env constructor's signature and its own validation."""
+    import inspect
+
+    from icrl import envs
+
+    params = _env_params(env_id)
     for k, v in kwargs.items():
         if k not in params:
             raise ConfigError(f"{prefix}{brief(k, quote=False)}: unknown kwarg of {env_id}{suggest(prefix, brief(k, quote=False), params)}")

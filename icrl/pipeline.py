@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from icrl.config import Config, ConfigError, to_dict
+from icrl.config import Config, ConfigError, resolved_env_kwargs, to_dict
 from icrl.evaluation import aggregate_seeds, evaluate
 from icrl.histories import atomic_write
 from icrl.lock import folder_lock
@@ -67,8 +67,7 @@ def eval_world(cfg: Config, checkpoint: str | Path | None) -> tuple[Config, dict
     trained = trained_world(checkpoint)
     if cfg.eval.env_id:
         cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, id=cfg.eval.env_id))
-    elif trained is not None and (trained["env_id"] != cfg.env.id or
-                                  trained["env_kwargs"] not in (None, cfg.env.kwargs)):
+    elif trained is not None and not _same_env(trained, cfg.env.id, cfg.env.kwargs):
         from icrl.checkpoint import load_model
         from icrl.evaluation import check_model_fits
 
@@ -80,11 +79,20 @@ def eval_world(cfg: Config, checkpoint: str | Path | None) -> tuple[Config, dict
     return cfg, trained
 
 
+def _same_env(trained: dict[str, Any], env_id: str, env_kwargs: dict) -> bool:
+    """``trained`` (see :func:`trained_world`) is the env ``env_id`` with ``env_kwargs``, defaults
+    filled in on both sides (only the id is compared where the checkpoint stored no kwargs)."""
+    if trained["env_id"] != env_id:
+        return False
+    kwargs = trained["env_kwargs"]
+    return kwargs is None or (isinstance(kwargs, dict) and
+                              resolved_env_kwargs(env_id, kwargs) == resolved_env_kwargs(env_id, env_kwargs))
+
+
 def _record_world(results: dict[str, Any], trained: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """``results.json`` with ``trained_on`` and ``distribution_shift`` (the eval env differs from it)."""
-    shift = trained["env_id"] != results["env"] or (trained["env_kwargs"] is not None and
-                                                     trained["env_kwargs"] != results["env_kwargs"])
-    results = {**results, "trained_on": trained, "distribution_shift": bool(shift)}
+    shift = not _same_env(trained, results["env"], results["env_kwargs"])
+    results = {**results, "trained_on": trained, "distribution_shift": shift}
     atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1).encode())
     return results
 

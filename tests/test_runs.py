@@ -252,3 +252,15 @@ def test_a_killed_eval_leaves_no_results_and_the_rerun_equals_an_uninterrupted_o
     assert main([*common, "--quiet", "--out", str(out)]) == 0  # the lock died with the process
     a, b = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "ref", out))
     assert a["summary"] == b["summary"] and a["curves"] == b["curves"]
+
+
+def test_a_config_that_spells_out_the_defaults_is_the_same_world(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(run), *STREAM, "train.steps=1"]) == 0
+    assert main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), *STREAM, "env.kwargs.sigma=0.3",
+                 "eval.n_tasks=2", "--out", str(tmp_path / "ev")]) == 0  # sigma 0.3 is the default
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["distribution_shift"] is False
+    capsys.readouterr()
+    assert main(["eval", "--quiet", "--checkpoint", str(run / "checkpoint"), *STREAM, "env.kwargs.sigma=0.5",
+                 "eval.n_tasks=2"]) == 2
+    assert "eval.env_id" in _err(capsys)
