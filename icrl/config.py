@@ -34,7 +34,8 @@ class CollectConfig:
     """Learning-history collection (docs/architecture.md#collection-and-source-algorithms)."""
 
     algorithms: list[str] = _f(["thompson"], "source algorithms: random, emp, ucb, ucb1, thompson, linucb, dpt_random (bandits); "
-                                                 "ppo, noise_distill, random (any env, Discrete or Box actions); psrl (a family with a reward model)")
+                                                 "ppo, noise_distill, random (any env, Discrete or Box actions); psrl (a family with a reward model); "
+                                                 "ucbvi (finite MDPs: Discrete or MultiDiscrete observations, Discrete actions)")
     fractions: list[float] = _f([], "fraction of histories per algorithm, in the order of `algorithms` (empty: equal shares)")
     n_tasks: int = _f(1000, "number of training tasks", min=1)
     runs_per_task: int = _f(1, "independent runs (histories) per task", min=1)
@@ -68,6 +69,9 @@ class CollectConfig:
     psrl_particles: int = _f(512, "PSRL: prior tasks (particles) per history that the posterior reweighs", min=1)
     psrl_sigma: float = _f(0.05, "PSRL: std of the Gaussian reward likelihood (a tolerance when rewards are exact)",
                            min=1e-9)
+    ucbvi_bonus_scale: float = _f(1.0, "UCB-VI: multiplier c of the bonus c * 2H sqrt(log(S A T / delta) / max(1, N(s,a))); "
+                                  "1 keeps Dark Room near random for 100 episodes, 0.001 learns (docs/architecture.md)",
+                                  min=0.0)
 
     def algorithm_params(self) -> dict[str, float]:
         """Hyper-parameters handed to every source algorithm."""
@@ -75,7 +79,7 @@ class CollectConfig:
                 ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda",
                  "ppo_rollout", "ppo_epochs", "ppo_minibatches", "ppo_lr", "ppo_gamma", "ppo_gae_lambda", "ppo_clip",
                  "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm", "ppo_hidden", "ppo_shared", "ppo_squash",
-                 "psrl_particles", "psrl_sigma")}
+                 "psrl_particles", "psrl_sigma", "ucbvi_bonus_scale")}
 
 
 @dataclass

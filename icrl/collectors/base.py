@@ -29,6 +29,7 @@ from icrl.collectors.bandit import BANDIT_POLICIES
 from icrl.collectors.mdp import NoiseDistillPolicy, UniformRandomPolicy
 from icrl.collectors.ppo import PPOPolicy
 from icrl.collectors.psrl import PosteriorSamplingPolicy
+from icrl.collectors.ucbvi import UCBVIPolicy
 from icrl.histories import HistoryBatch
 from icrl.spaces import EnvSpec, SpaceError
 
@@ -83,6 +84,7 @@ POLICIES: dict[str, PolicyFactory] = {
     "noise_distill": NoiseDistillPolicy,
     "ppo": PPOPolicy,
     "psrl": PosteriorSamplingPolicy,  # needs the family's oracle and reward model
+    "ucbvi": UCBVIPolicy,  # finite MDPs: Discrete/MultiDiscrete observations, Discrete actions
 }
 
 
