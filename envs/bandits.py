@@ -30,6 +30,7 @@ from .tasks import (
     require_int,
     require_positive,
     reset_tasks,
+    same_step_final,
 )
 
 #: ``noise(means (n,), rng) -> rewards (n,) float64``: the reward model of a family.
@@ -189,20 +190,10 @@ class BanditVectorEnv(VectorEnv):
         truncated = self._t >= self.horizon  # (N,)
         terminated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {"regret": regret, "_regret": np.ones(self.num_envs, dtype=bool)}
-        if truncated.any():
-            # SAME_STEP autoreset (gymnasium 1.x): the obs returned is the new episode's first obs,
-            # the last obs and info of the finished episode go to final_obs / final_info.
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            final_obs[truncated] = 0
-            final_info = {"regret": np.where(truncated, regret, 0.0), "_regret": truncated.copy()}
-            infos.update(
-                final_obs=final_obs,
-                _final_obs=truncated.copy(),
-                final_info=final_info,
-                _final_info=truncated.copy(),
-            )
-            self._t[truncated] = 0  # the task is kept across the autoreset
         obs = np.zeros(self.num_envs, dtype=np.int64)
+        if truncated.any():  # SAME_STEP autoreset; the task is kept across it
+            infos.update(same_step_final(obs, truncated, infos))
+            self._t[truncated] = 0
         return obs, rewards, terminated, truncated, infos
 
 

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, check_vector_actions, require_int, reset_tasks
+from .tasks import TaskDistribution, check_vector_actions, require_int, reset_tasks, same_step_final
 
 __all__ = [
     "MOVES",
@@ -434,19 +434,9 @@ class GridVectorEnv(VectorEnv):
         truncated = self._t >= self.horizon  # (N,)
         done = terminated | truncated  # (N,)
         infos: dict[str, Any] = {}
-        if done.any():
-            # SAME_STEP autoreset (gymnasium 1.x): the obs returned is the new episode's first obs,
-            # the last obs and (empty) info of the finished episode go to final_obs / final_info.
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in np.flatnonzero(done):  # object array of per-env obs, as SyncVectorEnv
-                final_obs[i] = obs[i].copy()
-            infos = {
-                "final_obs": final_obs,
-                "_final_obs": done.copy(),
-                "final_info": {},
-                "_final_info": done.copy(),
-            }
+        if done.any():  # SAME_STEP autoreset; the task is kept across it
+            infos = same_step_final(obs, done, infos)
             obs[done] = self.task_distribution.start_obs(int(done.sum()))
-            self._t[done] = 0  # the task is kept across the autoreset
+            self._t[done] = 0
         self._obs = obs
         return obs.copy(), rewards, terminated, truncated, infos

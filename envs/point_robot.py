@@ -36,7 +36,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .grid import require_fraction
-from .tasks import TaskDistribution, require_int, require_positive, reset_tasks
+from .tasks import TaskDistribution, require_int, require_positive, reset_tasks, same_step_final
 
 __all__ = [
     "START_HALF_WIDTH",
@@ -530,24 +530,11 @@ class PointRobotVectorEnv(VectorEnv):
             "success": success,
             "_success": np.ones(self.num_envs, dtype=bool),
         }
-        if truncated.any():
-            # SAME_STEP autoreset (gymnasium 1.x): the obs returned is the new episode's first obs,
-            # the last obs and info of the finished episode go to final_obs / final_info.
-            final_obs = np.full(self.num_envs, None, dtype=object)
+        if truncated.any():  # SAME_STEP autoreset; the goal is kept across it
+            infos.update(same_step_final(obs, truncated, infos))
             done = np.flatnonzero(truncated)
-            for i in done:  # object array of per-env obs, as SyncVectorEnv
-                final_obs[i] = obs[i].copy()
-            infos.update(
-                final_obs=final_obs,
-                _final_obs=truncated.copy(),
-                final_info={
-                    "success": np.where(truncated, success, False),
-                    "_success": truncated.copy(),
-                },
-                _final_info=truncated.copy(),
-            )
             obs[done] = self._starts(done)
-            self._t[done] = 0  # the goal is kept across the autoreset
+            self._t[done] = 0
         self._obs = obs
         return obs.copy(), rewards, terminated, truncated, infos
 

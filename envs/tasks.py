@@ -25,6 +25,7 @@ import gymnasium
 import numpy as np
 
 __all__ = [
+    "same_step_final",
     "BanditTaskDistribution",
     "TaskDistribution",
     "family_ids",
@@ -465,6 +466,31 @@ def task_distribution(env_id: str, **env_kwargs: Any) -> TaskDistribution:
     dist = family.task_cls(**env_kwargs)
     dist.env_id = env_id
     return dist
+
+
+def same_step_final(obs: np.ndarray, done: np.ndarray, infos: dict[str, Any]) -> dict[str, Any]:
+    """The SAME_STEP autoreset entries (gymnasium 1.x) of the envs whose episode ended this step.
+
+    Under SAME_STEP the obs a vector env returns for a finished env is already the next episode's
+    first; the finished episode's last obs goes to ``final_obs`` (an object array of per-env obs,
+    as ``SyncVectorEnv`` has it) and its info to ``final_info``: every per-env entry of ``infos``
+    (keys without a leading ``_``), kept where ``done`` and zero elsewhere, with its mask. Call it
+    with the obs *before* the finished envs are reset.
+
+    Args:
+        obs: (N, ...) the step's observations.
+        done: (N,) bool, terminated or truncated.
+        infos: the step's per-env info arrays (``{"success": ..., "_success": ...}``).
+    """
+    final_obs = np.full(len(done), None, dtype=object)
+    for i in np.flatnonzero(done):
+        final_obs[i] = obs[i].copy()
+    final_info: dict[str, Any] = {}
+    for key, value in infos.items():
+        if not key.startswith("_"):
+            final_info[key] = np.where(done, value, np.zeros_like(value))
+            final_info[f"_{key}"] = done.copy()
+    return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info, "_final_info": done.copy()}
 
 
 def check_vector_actions(actions: Any, num_envs: int, n_actions: int) -> np.ndarray:
