@@ -64,6 +64,7 @@ from icrl.collectors.gaussian import (
     squash_to_box,
     tanh_log_det,
 )
+from icrl.models.encoders import discrete_sizes, encode_obs
 from icrl.spaces import EnvSpec
 
 # ----------------------------------------------------------------------------------------------
@@ -141,34 +142,28 @@ class ObsEncoder:
     """Observations to float32 network inputs.
 
     Discrete: one-hot. MultiDiscrete: each component one-hot, concatenated (Dark Room (x, y) on a
-    9x9 grid: 9 + 9 = 18 inputs). Box: flattened floats.
+    9x9 grid: 9 + 9 = 18 inputs), as the models encode them (:mod:`icrl.models.encoders`). Box:
+    flattened floats.
 
     Args:
         space: the single-env observation space.
     """
 
     def __init__(self, space: spaces.Space) -> None:
-        self.one_hot = not isinstance(space, spaces.Box)
-        if isinstance(space, spaces.Discrete):
-            nvec, start = np.array([space.n]), np.array([space.start])
-        elif isinstance(space, spaces.MultiDiscrete):
-            nvec, start = space.nvec.reshape(-1), np.asarray(space.start).reshape(-1)
-        elif isinstance(space, spaces.Box):
-            nvec, start = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        else:
+        if not isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)):
             raise ValueError(f"ppo needs Discrete, MultiDiscrete or Box observations; got {space}")
+        self.one_hot = not isinstance(space, spaces.Box)
         self.shape = space.shape
-        self.size = int(nvec.sum()) if self.one_hot else int(np.prod(space.shape))
-        # column of component k's value v is offset[k] + v - start[k]
-        self.offset = torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]) - start, dtype=torch.long)
+        self.sizes = discrete_sizes(space) if self.one_hot else []
+        self.start = np.asarray(space.start, dtype=np.int64).reshape(-1) if self.one_hot else None  # (k,)
+        self.size = sum(self.sizes) if self.one_hot else int(np.prod(space.shape))
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
         """(B, *obs_shape) observations -> (B, size) float32."""
         b = len(obs)
         if not self.one_hot:
             return torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(b, -1))  # (B, size)
-        idx = torch.as_tensor(np.asarray(obs, dtype=np.int64).reshape(b, -1)) + self.offset  # (B, k)
-        return torch.zeros(b, self.size).scatter_(1, idx, 1.0)  # (B, size)
+        return encode_obs(torch.as_tensor(np.asarray(obs, dtype=np.int64).reshape(b, -1) - self.start), self.sizes)
 
 
 def stacked_orthogonal(n: int, fan_in: int, fan_out: int, gain: float, generator: torch.Generator) -> torch.Tensor:
