@@ -2,7 +2,8 @@
 # The LHF paper's sweeps on one LHF config: lambda of U = Improvement + lambda * Stability over
 # (0, 0.5, 1, 2) with linear probabilities, then the softmax temperature alpha over (0.1, 0.25, 0.5, 1)
 # at lambda 1. Each point is a whole run (every seed of the config) into runs/<config>_<point>/,
-# its results.json copied to docs/results/<config>_<point>.json.
+# its results.json copied to docs/results/<config>_<point>.json. A point's folder that already holds
+# a run is continued (--resume); RUN_FLAGS=--overwrite runs it again from scratch.
 #   bash scripts/sweep_lhf.sh darkroom_ad_noisy_lhf [seeds=0]   (extra words are config overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ for point in "${points[@]}"; do
   tag=${point%%:*}
   start=$(date +%s)
   # shellcheck disable=SC2086  # the point's overrides are separate words
-  icrl run --quiet --config "configs/$name.yaml" --out "runs/${name}_$tag" ${point#*:} "$@"
+  icrl run --quiet --config "configs/$name.yaml" --out "runs/${name}_$tag" ${RUN_FLAGS:---resume} ${point#*:} "$@"
   echo "${name}_$tag: wall $(( $(date +%s) - start )) s"
   cp "runs/${name}_$tag/results.json" "docs/results/${name}_$tag.json"
 done
