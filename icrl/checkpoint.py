@@ -43,6 +43,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as safetensors_bytes
 
 from icrl.config import ConfigError
+from icrl.histories import write_synced
 from icrl.models import make_model as build_model
 from icrl.models.transformer import ModelConfig
 from icrl.spaces import EnvSpec
@@ -54,17 +55,6 @@ MAX_JSON_BYTES = 64 << 20  # a checkpoint's JSON files are small (trainer.json: 
 
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and the fix."""
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` and fsync it; any failure is an ``OSError`` carrying its errno and ``path``."""
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:  # a write or fsync error carries no file name of its own
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def _json_bytes(data: Any, indent: int | None = None) -> bytes:
@@ -115,7 +105,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, model_config:
     try:
         tmp.mkdir(parents=True)
         for name, data in files.items():
-            _write_file(tmp / name, data)
+            write_synced(tmp / name, data)
         if d.exists():
             os.replace(d, old)
         os.replace(tmp, d)

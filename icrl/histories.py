@@ -205,14 +205,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``<path>.tmp-<pid>`` with plain writes, fsync, rename to ``path`` and
-    fsync the folder: a crash leaves either the old state or the complete new file, never a
-    half-written one under the final name. Any failure (``ENOSPC``, ``EROFS``, ``EACCES``) is the
-    ``OSError`` of the failing call, and the temp file is gone."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def write_synced(path: Path, data: bytes, name: Path | None = None) -> None:
+    """Write ``data`` to ``path`` with plain writes and fsync it. A failure (``ENOSPC``, ``EROFS``,
+    ``EACCES``) is the ``OSError`` of the failing call, naming ``name`` (default ``path``): write
+    and fsync errors carry no file name of their own."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -220,13 +218,27 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(name or path)) from exc
+        raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``<path>.tmp-<pid>`` (:func:`write_synced`), rename it to ``path`` and
+    fsync the folder: a crash leaves either the old state or the complete new file, never a
+    half-written one under the final name. Any failure is the ``OSError`` of the failing call,
+    naming ``path``, and the temp file is gone."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write_synced(tmp, data, name=path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file (write/fsync do not)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # a failed rename or folder fsync
         raise
 
 
