@@ -271,10 +271,12 @@ def stderr_over(n_tasks: int, rollouts: int, n_seeds: int = 1) -> str:
     return f"tasks (n={n_tasks}" + (f"; {' and '.join(averaged)} averaged per task)" if averaged else ")")
 
 
-def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, progress: bool = True,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the model (if ``checkpoint``) and the baselines online on the unseen tasks.
 
-    Writes ``results.json`` and ``curves.npz`` into ``out_dir`` (the plots: ``icrl.pipeline``).
+    Writes ``results.json`` (with the entries of ``extra``, e.g. the world the model was trained
+    on) and ``curves.npz`` into ``out_dir`` (the plots: ``icrl.pipeline``).
 
     Returns:
         The results dict (schema ``icrl.results/v1``).
@@ -308,7 +310,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
                "x": "step" if metric == "cumulative_regret" else "episode",
                **summarise_all(curves, len(tasks) // cfg.eval.rollouts, cfg.eval.rollouts), "spec": spec.to_dict(),
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
-               "seed": cfg.seed, "wall_seconds": time.perf_counter() - start}
+               "seed": cfg.seed, "wall_seconds": time.perf_counter() - start, **(extra or {})}
     return write_results(out_dir, results, curves)
 
 

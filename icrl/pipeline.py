@@ -26,9 +26,10 @@ def evaluate_and_plot(cfg: Config, checkpoint: str | Path | None, out_dir: str |
     """
     with folder_lock(out_dir, "eval"):
         cfg, trained_on = eval_world(cfg, checkpoint)
-        results = evaluate(cfg, checkpoint, out_dir, progress=progress)
-        if trained_on is not None:
-            results = _record_world(results, trained_on, out_dir)
+        world = None if trained_on is None else {
+            "trained_on": trained_on,
+            "distribution_shift": not _same_env(trained_on, cfg.env.id, cfg.eval_env_kwargs())}
+        results = evaluate(cfg, checkpoint, out_dir, progress=progress, extra=world)
         if cfg.eval.offline_sizes and checkpoint is not None:
             from icrl.offline import evaluate_offline
 
@@ -87,14 +88,6 @@ def _same_env(trained: dict[str, Any], env_id: str, env_kwargs: dict) -> bool:
     kwargs = trained["env_kwargs"]
     return kwargs is None or (isinstance(kwargs, dict) and
                               resolved_env_kwargs(env_id, kwargs) == resolved_env_kwargs(env_id, env_kwargs))
-
-
-def _record_world(results: dict[str, Any], trained: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """``results.json`` with ``trained_on`` and ``distribution_shift`` (the eval env differs from it)."""
-    shift = not _same_env(trained, results["env"], results["env_kwargs"])
-    results = {**results, "trained_on": trained, "distribution_shift": shift}
-    atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1).encode())
-    return results
 
 
 def plot_and_track(cfg: Config, results: dict[str, Any], out_dir: str | Path) -> Path:
