@@ -214,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from icrl.lock import folder_lock
-    from icrl.pipeline import run
+    from icrl.pipeline import plot_path, run
     from icrl.runs import claim
 
     cfg = _load(args.config, args.overrides)
@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with folder_lock(out, "run"):
         if claim(out, "run", cfg.train.steps, args.resume, args.overwrite):
             results = json.loads((out / "results.json").read_text())
-            plot = out / ("regret.png" if results.get("metric") == "cumulative_regret" else "return.png")
+            plot = plot_path(results, out)
             print(f"{out}: finished already; nothing to do (--overwrite runs it again)")
             _print_results(results, plot, out)
             return 0

@@ -90,10 +90,14 @@ def _same_env(trained: dict[str, Any], env_id: str, env_kwargs: dict) -> bool:
                               resolved_env_kwargs(env_id, kwargs) == resolved_env_kwargs(env_id, env_kwargs))
 
 
+def plot_path(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Where the PNG of ``results`` goes: ``regret.png`` (bandits) or ``return.png``."""
+    return Path(out_dir) / ("regret.png" if results.get("metric") == "cumulative_regret" else "return.png")
+
+
 def plot_and_track(cfg: Config, results: dict[str, Any], out_dir: str | Path) -> Path:
     """The PNG of ``results`` next to its ``results.json``, and the eval metrics tracked."""
-    name = "regret.png" if results["metric"] == "cumulative_regret" else "return.png"
-    plot = plot_results(results, Path(out_dir) / name)
+    plot = plot_results(results, plot_path(results, out_dir))
     tracker = Tracker(out_dir, cfg, "eval")
     tracker.log_eval(results, plot)
     tracker.close()
