@@ -20,7 +20,7 @@ from typing import Iterator
 from icrl.typed import ConfigError
 
 LOCK_NAME = ".icrl.lock"
-_HELD: dict[str, list[int]] = {}  # real path -> [fd, depth] of the locks this process holds
+_HELD: set[str] = set()  # real paths of the folders whose lock this process holds
 
 
 class FolderBusy(ConfigError):
@@ -51,15 +51,8 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(folder)
-    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun rank 0 holds it for all ranks
-        yield folder
-        return
-    if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield folder
-        finally:
-            _HELD[key][1] -= 1
+    if key in _HELD or os.environ.get("RANK", "0") not in ("", "0"):  # held here; or a torchrun rank
+        yield folder  # > 0, whose folder rank 0 holds for all ranks
         return
     path = folder / LOCK_NAME
     fd = _acquire(path, folder)
@@ -67,10 +60,10 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "command": command,
                                  "argv": [a[:80] for a in sys.argv[:8]]}).encode())
-        _HELD[key] = [fd, 1]
+        _HELD.add(key)
         yield folder
     finally:
-        _HELD.pop(key, None)
+        _HELD.discard(key)
         with contextlib.suppress(OSError):
             path.unlink()  # while still held: a waiting process then finds no file, or a new one
         os.close(fd)  # closing the descriptor releases the flock
