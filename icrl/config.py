@@ -84,12 +84,15 @@ class CollectConfig:
 
 @dataclass
 class ModelSection:
-    """The transformer (docs/architecture.md#models); its input and output layers come from the env's spaces."""
+    """The sequence model (docs/architecture.md#models); its input and output layers come from the env's spaces."""
 
     kind: str = _f("dpt", "method: ad (Algorithm Distillation) or dpt (Decision-Pretrained Transformer)",
                    choices=["ad", "dpt"])
-    n_layer: int = _f(4, "transformer blocks", min=1)
-    n_head: int = _f(4, "attention heads", min=1)
+    backbone: str = _f("transformer", "sequence network: transformer; t2mir (transformer whose last feed-forward is "
+                       "a token-wise and a task-wise mixture of experts); s5 (state space layers: constant memory "
+                       "online, no window)", choices=["transformer", "t2mir", "s5"])
+    n_layer: int = _f(4, "blocks (attention or S5 layers)", min=1)
+    n_head: int = _f(4, "attention heads (transformer, t2mir)", min=1)
     n_embd: int = _f(64, "width of the residual stream (a multiple of n_head)", min=8)
     dropout: float = _f(0.0, "dropout probability", min=0.0, max=0.9)
     window: int = _f(0, "attention window K in steps (banded causal mask; AD tokens, DPT context): a rollout "
@@ -98,6 +101,13 @@ class ModelSection:
     head: str = _f("auto", "action head: categorical (Discrete actions); gaussian (NLL, as DICP) or tanh (MSE, as T2MIR) "
                    "for Box actions; auto = categorical or gaussian", choices=["auto", "categorical", "gaussian", "tanh"])
     block_size: int = _f(0, "max tokens of context (AD: train.seq_len; DPT: context length); 0 = derived", min=0)
+    state_size: int = _f(64, "s5: HiPPO state size N per layer (even)", min=2)
+    n_token_experts: int = _f(6, "t2mir: experts of the token-wise MoE", min=1)
+    n_task_experts: int = _f(8, "t2mir: experts of the task-wise MoE (8-12 in T2MIR)", min=1)
+    experts_per_token: int = _f(2, "t2mir: top-k experts per token in both MoEs", min=1)
+    balance_weight: float = _f(0.1, "t2mir: weight of the token MoE's load-balance loss", min=0.0)
+    contrast_weight: float = _f(0.01, "t2mir: weight of the task router's InfoNCE loss (0: no paired batches)", min=0.0)
+    router_tau: float = _f(0.005, "t2mir: momentum of the task router's target per optimiser step", min=0.0, max=1.0)
 
 
 @dataclass
@@ -246,8 +256,6 @@ def validate_env(cfg: Config) -> None:
     if cfg.eval.env_id and cfg.eval.env_id not in ids:
         raise ConfigError(f"eval.env_id: {_unknown_env(cfg.eval.env_id, ids)}")
     check_env_kwargs(cfg.eval.env_id or cfg.env.id, cfg.eval_env_kwargs(), "eval.env_kwargs.")
-    if cfg.model.n_embd % cfg.model.n_head:
-        raise ConfigError(f"model.n_embd: {cfg.model.n_embd} is not a multiple of model.n_head={cfg.model.n_head}")
     import numpy as np
 
     from icrl.collectors import POLICIES, make_policy
@@ -265,6 +273,9 @@ def validate_env(cfg: Config) -> None:
         fit = "categorical" if spec.discrete_actions else "gaussian or tanh"
         raise ConfigError(f"model.head: {head} does not fit the {'Discrete' if spec.discrete_actions else 'Box'} "
                           f"actions of {cfg.env.id}; use {fit} (or auto)")
+    from icrl.training import model_config
+
+    model_config(cfg, spec, cfg.model.block_size or 1)  # the architecture's own checks (backbone, widths, window)
 
     for i, name in enumerate(cfg.collect.algorithms):
         if name not in known:

@@ -11,6 +11,10 @@ Per-history weights (LHF, docs/architecture.md#learning-history-filtering-lhf) a
 ``weighting``: "sample" draws histories with probability proportional to their weight, "loss"
 scales their loss, "none" ignores them. Box actions are (N, d) floats, with a NaN row as AD's
 "no previous action" sentinel (docs/architecture.md#the-space-contract).
+
+``paired=True`` lays a batch out as two halves of segments of the same tasks, row i and row
+i + B/2 from one task (a second history of it, drawn by weight among the task's histories, or
+another window of the same one), with ``task_ids`` (B,): T2MIR's contrastive pairs.
 All randomness comes from the ``np.random.Generator`` passed to ``sample``.
 """
 from __future__ import annotations
@@ -56,6 +60,7 @@ class HistorySampler:
         self.oracle = None if oracle is None else (oracle.astype(np.int64) if self.discrete else
                                                    _flat(oracle).astype(np.float32))
         self.offsets, self.lengths = batch.offsets[:-1], batch.lengths
+        self.task = np.asarray(batch.task, dtype=np.int64)  # (n_histories,)
         if kind == "dpt" and (self.oracle is None or self.next_obs is None):
             raise ValueError("DPT needs histories with oracle_action and next_obs per step; "
                              "collect them from an env family whose task distribution has an oracle")
@@ -71,20 +76,39 @@ class HistorySampler:
         self.weights = w
         self.p = w / w.sum() if weighting == "sample" else None
 
-    def sample(self, rng: np.random.Generator, batch_size: int, h: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    def partners(self, rng: np.random.Generator, h: np.ndarray) -> np.ndarray:
+        """For every history in ``h``, one of the same task: drawn by weight ("sample" weighting)
+        or uniformly among the task's histories (itself included: then another window of it)."""
+        out = np.empty_like(h)
+        for i, j in enumerate(h):
+            same = np.flatnonzero(self.task == self.task[j])  # (m,) histories of j's task
+            w = self.weights[same] if self.p is not None else np.ones(len(same))
+            out[i] = same[rng.choice(len(same), p=w / w.sum())] if w.sum() > 0 else j
+        return out
+
+    def sample(self, rng: np.random.Generator, batch_size: int, h: np.ndarray | None = None,
+               paired: bool = False) -> dict[str, torch.Tensor]:
         """One batch of model inputs, targets and loss weights, as CPU tensors.
 
         Args:
             rng: the sampling generator.
-            batch_size: samples per batch.
+            batch_size: samples per batch (even when ``paired``).
             h: the histories to use (default: drawn by weight, with replacement).
+            paired: two halves of segments of the same tasks, with ``task_ids`` (module doc).
         """
-        if h is None:
+        if h is None and paired:
+            if batch_size % 2:
+                raise ValueError(f"a paired batch needs an even batch size, got {batch_size}")
+            first = rng.choice(len(self.lengths), size=batch_size // 2, p=self.p)  # (B/2,)
+            h = np.concatenate((first, self.partners(rng, first)))  # (B,)
+        elif h is None:
             h = rng.choice(len(self.lengths), size=batch_size, p=self.p)  # (B,)
         start = rng.integers(0, self.lengths[h] - self.length + 1)  # (B,) window start within history
         idx = (self.offsets[h] + start)[:, None] + np.arange(self.length)  # (B, L) flat step indices
         loss_w = self.weights[h] if self.weighting == "loss" else np.ones(batch_size)
         out = {"weights": torch.as_tensor(loss_w, dtype=torch.float32)}
+        if paired:
+            out["task_ids"] = torch.as_tensor(self.task[h])  # (B,)
         if self.kind == "ad":
             prev = idx - 1  # (B, T) previous step; the sentinel (-1, or NaN for Box) marks a history's first
             first = (start[:, None] + np.arange(self.length)) == 0  # (B, T)
@@ -136,10 +160,16 @@ class StreamSampler:
         if self.dist.split() is not None:
             raise ValueError(f"{env_id} has a finite task set: collect a dataset of its training tasks instead")
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+    def sample(self, rng: np.random.Generator, batch_size: int, paired: bool = False) -> dict[str, torch.Tensor]:
         from icrl.collect import source_counts
 
-        tasks = self.dist.sample(batch_size, rng)
+        if paired:  # two histories of every task: rows i and i + B/2
+            if batch_size % 2:
+                raise ValueError(f"a paired batch needs an even batch size, got {batch_size}")
+            half = self.dist.sample(batch_size // 2, rng)
+            tasks = np.concatenate((half, half))
+        else:
+            tasks = self.dist.sample(batch_size, rng)
         counts = source_counts(batch_size, self.fractions, len(self.algorithms))
         parts, start = [], 0
         for k, (name, count) in enumerate(zip(self.algorithms, counts)):
@@ -152,4 +182,7 @@ class StreamSampler:
             start += count
         batch = HistoryBatch.concat(parts)
         sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts, discrete_actions=self.discrete)
-        return sampler.sample(rng, batch_size, h=np.arange(batch_size))
+        out = sampler.sample(rng, batch_size, h=np.arange(batch_size))
+        if paired:
+            out["task_ids"] = torch.as_tensor(np.tile(np.arange(batch_size // 2), 2))  # (B,)
+        return out

@@ -203,7 +203,7 @@ def check_model_fits(cfg: Config, mcfg: Any) -> None:
         raise ConfigError(f"--checkpoint: the model was trained on obs {mcfg.observation} and actions {mcfg.action}, "
                           f"but {cfg.env.id} has obs {spec.observation_space} and actions {spec.action_space}")
     steps = spec.horizon * cfg.eval.episodes
-    if mcfg.window is None and steps > mcfg.block_size:
+    if mcfg.capacity is not None and steps > mcfg.capacity:
         raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context {mcfg.kind.upper()} "
                           f"model's block_size is {mcfg.block_size}; train with model.window for rollouts of any length")
 

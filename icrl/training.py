@@ -129,9 +129,12 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
         raise ConfigError(f"model.block_size: {block} is shorter than the training context of {length} steps")
     try:
         mcfg = ModelConfig(kind=m.kind, obs_space=space_to_dict(spec.observation_space),
-                           action_space=space_to_dict(spec.action_space), head=m.head, n_layer=m.n_layer,
-                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
-                           window=m.window or None, rope=m.rope)
+                           action_space=space_to_dict(spec.action_space), head=m.head, backbone=m.backbone,
+                           n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, block_size=block,
+                           window=m.window or None, rope=m.rope, state_size=m.state_size,
+                           n_token_experts=m.n_token_experts, n_task_experts=m.n_task_experts,
+                           experts_per_token=m.experts_per_token, balance_weight=m.balance_weight,
+                           contrast_weight=m.contrast_weight, router_tau=m.router_tau)
     except ValueError as e:
         raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
     if mcfg.memory_bytes() > max_model_bytes():  # a model its own checkpoint could not be loaded as
@@ -150,6 +153,9 @@ def check_trainable(cfg: Config, spec: EnvSpec) -> None:
         length = d.seq_len or spec.horizon * (cfg.collect.episodes // d.episode_stride)
     else:
         length = d.context_len or spec.horizon
+    if paired_batches(cfg.model) and cfg.train.batch_size % 2:
+        raise ConfigError(f"train.batch_size: t2mir's contrastive loss pairs two segments per task, so the batch "
+                          f"size must be even, got {cfg.train.batch_size} (or set model.contrast_weight=0)")
     if cfg.model.window > length:
         what = "data.seq_len" if cfg.model.kind == "ad" else "data.context_len"
         raise ConfigError(f"model.window: {cfg.model.window} steps is longer than the {length}-step windows the "
@@ -189,15 +195,24 @@ def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.
     return torch.cat(rows).numpy()  # (N, k)
 
 
-def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The action head's weighted loss on one batch (AD: every position; DPT: every prefix 0..n)."""
-    head = getattr(model, "module", model).head  # under DDP, the wrapped model's
+def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The action head's weighted loss on one batch (AD: every position; DPT: every prefix 0..n) and
+    the backbone's auxiliary loss of the same pass (T2MIR's balance and contrastive terms; None
+    for a backbone without one)."""
+    inner = getattr(model, "module", model)  # under DDP, the wrapped model
+    task_ids = batch.get("task_ids")
     if kind == "ad":
-        out = model(batch["obs"], batch["prev_action"], batch["prev_reward"])  # (B, T, out)
+        out = model(batch["obs"], batch["prev_action"], batch["prev_reward"], task_ids)  # (B, T, out)
     else:
         out = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
-                    batch["query_obs"], batch.get("prefixes"))  # (B, J, out)
-    return head_loss(head, out, batch["target"], batch["weights"])
+                    batch["query_obs"], batch.get("prefixes"), task_ids)  # (B, J, out)
+    return head_loss(inner.head, out, batch["target"], batch["weights"]), inner.aux_loss()
+
+
+def paired_batches(model: Any) -> bool:
+    """Whether training batches pair two segments per task (T2MIR's contrastive loss), for a
+    ``ModelConfig`` or the config's ``model`` section."""
+    return model.backbone == "t2mir" and model.contrast_weight > 0
 
 
 class Distributed:
@@ -275,9 +290,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains), as in nanoGPT."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains), as in nanoGPT,
+    and not on what the backbone keeps out of it (S5's Lambda, B and step sizes)."""
+    kept = model.no_weight_decay()
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p not in kept]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 or p in kept]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr,
                              betas=(0.9, 0.95), fused=device.type == "cuda")
@@ -363,7 +380,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress or not ddp.master)
     model.train()
     stop = StopRequest()
-    t0, window_t, window_loss, last_good = time.perf_counter(), time.perf_counter(), [], None
+    t0, window_t, window_loss, window_aux, last_good = time.perf_counter(), time.perf_counter(), [], [], None
+    paired = paired_batches(mcfg)
 
     def checkpoint() -> None:
         nonlocal last_good
@@ -379,9 +397,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample(rng, cfg.train.batch_size).items()}
+            sample = sampler.sample(rng, cfg.train.batch_size, paired=paired)
+            batch = {k: v.to(device, non_blocking=True) for k, v in sample.items()}
             with autocast:
-                loss = loss_of(net, mcfg.kind, batch)
+                action_loss, aux = loss_of(net, mcfg.kind, batch)
+                loss = action_loss if aux is None else action_loss + aux
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint is step {last_good} in {ckpt}" if last_good is not None
                          else "no checkpoint was written yet")
@@ -391,19 +411,23 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
             optimizer.step()
+            model.after_step()
             step += 1
-            window_loss.append(loss.detach())
+            window_loss.append(action_loss.detach())
+            if aux is not None:
+                window_aux.append(aux.detach())
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 now = time.perf_counter()
                 mean_loss = ddp.mean(torch.stack(window_loss).mean().item())
                 dt = (now - window_t) / len(window_loss)
-                tracker.log({"train/step": step, "train/loss": mean_loss, "train/lr": lr,
+                aux_log = {"train/aux_loss": ddp.mean(torch.stack(window_aux).mean().item())} if window_aux else {}
+                tracker.log({"train/step": step, "train/loss": mean_loss, **aux_log, "train/lr": lr,
                              "train/grad_norm": float(grad_norm), "time/step_ms": 1000 * dt,
                              "time/tokens_per_s": tokens_per_sample * cfg.train.batch_size * ddp.world / dt,
                              "time/elapsed_s": now - t0})
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                window_t, window_loss = now, []
+                window_t, window_loss, window_aux = now, [], []
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and ddp.master:
                 t_probe = time.perf_counter()
                 scores = probe(select_cfg, model)

@@ -91,7 +91,7 @@ def bench_train(batch: int) -> dict:
     batches = [sampler.sample(rng, cfg.train.batch_size) for _ in range(6)]
 
     def step(i=[0]) -> None:
-        loss = loss_of(model, "dpt", batches[i[0] % 6])
+        loss, _ = loss_of(model, "dpt", batches[i[0] % 6])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -117,7 +117,7 @@ def test_ad_cached_rollout_equals_full_pass(window, rope):
     steps = torch.stack([model.step(cache, obs[:, t], pa[:, t], pr[:, t]) for t in range(T)], dim=1)
     assert cache.pos == T
     if window is not None:
-        assert cache.k.shape[3] == window  # the ring holds only K slots
+        assert cache.k.shape[3] == window + 1  # the ring holds only K slots (and one readout scratch slot)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=0)
     # The window matters: a full-causal model with the same weights gives other late logits.
     if window is not None:

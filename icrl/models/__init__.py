@@ -1,25 +1,29 @@
-"""Transformer models for in-context RL: Algorithm Distillation (AD) and the Decision-Pretrained
-Transformer (DPT) on one causal backbone with a KV cache (docs/architecture.md#models)."""
+"""Models for in-context RL: Algorithm Distillation (AD) and the Decision-Pretrained Transformer
+(DPT), each on any registered backbone (transformer, T2MIR, S5; docs/architecture.md#models)."""
 
 from __future__ import annotations
 
 import torch
 
-from .ad import ADModel, banded_causal_mask
-from .dpt import DPTModel, readout_mask
+from .ad import ADModel
+from .backbones import BACKBONES, Structure, banded_causal_mask, check_backbone, readout_mask
+from .dpt import DPTModel
 from .encoders import ActionHead, check_batch, encode_obs
 from .losses import ad_loss, dpt_loss, head_loss
 from .transformer import KVCache, ModelConfig, Transformer
 
 __all__ = [
     "ADModel",
+    "BACKBONES",
     "ActionHead",
     "DPTModel",
     "KVCache",
     "ModelConfig",
+    "Structure",
     "Transformer",
     "ad_loss",
     "banded_causal_mask",
+    "check_backbone",
     "check_batch",
     "dpt_loss",
     "encode_obs",

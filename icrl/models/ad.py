@@ -9,26 +9,24 @@ Discrete actions only. At the first step of a history (``prev_action`` is the se
 row for Box actions) the flag is set and the action and reward parts are zero. Attention is causal
 and, with ``config.window = K``, limited to the last K steps (a banded mask; AD trains on
 across-episode contexts of a few episodes), so an online rollout of any length runs on a ring KV
-cache of K slots and reproduces the full pass.
+cache of K slots and reproduces the full pass. The first step of a history is a reset of the
+backbone's structure: a sequence that packs several histories keeps them apart (an S5 state is
+zeroed there, attention does not cross it).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
+from .backbones import BackboneModel, Structure, make_backbone
 from .encoders import ActionEncoder, ActionHead, ObsEncoder, is_first
-from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights
+from .transformer import ModelConfig, init_weights
 
 
-def banded_causal_mask(T: int, window: int) -> torch.Tensor:
-    """(T, T) bool: query t may attend key s iff t - window < s <= t (the AD sliding window)."""
-    t = torch.arange(T)[:, None]  # (T, 1)
-    s = torch.arange(T)[None, :]  # (1, T)
-    return (s <= t) & (s > t - window)  # (T, T)
-
-
-class ADModel(nn.Module):
+class ADModel(BackboneModel):
     """AD policy: logits of a_t given the history up to o_t.
 
     Args:
@@ -50,10 +48,10 @@ class ADModel(nn.Module):
         A = self.act_enc.width
         self.feat_dim = self.obs_enc.width + A + 2 + (A if self.discrete else 0)
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
-        self.backbone = Transformer(config)
+        self.backbone = make_backbone(config, generator)
         self.head = ActionHead(config.n_embd, config.action, config.head, bias=config.bias)
-        self._masks = MaskCache()
         init_weights(self, config.n_layer, generator)
+        self.backbone.after_init(generator)
 
     def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:
         """Concatenated token features: obs (..., k), prev_action (...) or (..., d), prev_reward (...) -> (..., F)."""
@@ -70,7 +68,8 @@ class ADModel(nn.Module):
         """Token embeddings: obs (B, T, k), prev_action (B, T), prev_reward (B, T) -> (B, T, C)."""
         return self.embed(self.features(obs, prev_action, prev_reward))  # (B, T, C)
 
-    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+                task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Predict a_t at every position of a batch of history windows in one pass.
 
         Args:
@@ -78,6 +77,8 @@ class ADModel(nn.Module):
             prev_action: (B, T) int64 a_{t-1}, -1 at the first step of a history; or (B, T, d)
                 floats for Box actions, a NaN row at the first step.
             prev_reward: (B, T) float r_{t-1} (ignored at the first step).
+            task_ids: (B,) task of each window, rows i and i + B/2 from one task (T2MIR's
+                contrastive loss); None otherwise.
 
         Returns:
             (B, T, out) head outputs for a_t: logits (categorical), mean and log-std (gaussian),
@@ -102,33 +103,13 @@ class ADModel(nn.Module):
                 f"most block_size steps or build the model with block_size >= {T}"
             )
         x = self.embed_tokens(obs, prev_action, prev_reward)  # (B, T, C)
-        positions = torch.arange(T, device=x.device)  # (T,)
-        K = self.config.window
-        if K is None or K >= T:
-            # Pure causal: SDPA may use its fused causal kernels.
-            h = self.backbone(x, positions, is_causal=True)  # (B, T, C)
-        else:
-            mask = self._masks.get(("band", T, K), x.device, lambda: banded_causal_mask(T, K))  # (T, T)
-            h = self.backbone(x, positions, mask=mask)  # (B, T, C)
-        return self.head(h)  # (B, T, out)
-
-    def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache:
-        """An empty cache for one batched rollout: a ring of ``window`` slots, or block_size if no window.
-
-        Args:
-            batch_size: number of parallel rollouts B.
-            device: defaults to the model's device.
-            dtype: defaults to the model's parameter dtype (pass bfloat16 under autocast).
-        """
-        w = self.embed.weight
-        return KVCache(self.config, batch_size, ring=self.config.window is not None,
-                       device=device or w.device, dtype=dtype or w.dtype)
+        structure = Structure(T, self.config.window, resets=is_first(prev_action, self.discrete), task_ids=task_ids)
+        return self.head(self.backbone(x, structure))  # (B, T, out)
 
     @torch.no_grad()
-    def step(self, cache: KVCache, obs: torch.Tensor, prev_action: torch.Tensor,
+    def step(self, cache: Any, obs: torch.Tensor, prev_action: torch.Tensor,
              prev_reward: torch.Tensor) -> torch.Tensor:
-        """Append one step of every rollout to the cache and predict its action (inference only).
+        """Append one step of every rollout to the online state and predict its action (inference only).
 
         Args:
             cache: from ``new_cache``; its ``pos`` is the step's position in the history.
@@ -142,5 +123,5 @@ class ADModel(nn.Module):
         if obs.dim() != 2 or obs.shape[-1] != self.obs_enc.k:
             raise ValueError(f"obs must be (B, {self.obs_enc.k}), got {tuple(obs.shape)}")
         x = self.embed_tokens(obs[:, None], prev_action[:, None], prev_reward[:, None])  # (B, 1, C)
-        h = self.backbone.decode(x, cache)  # (B, 1, C)
+        h = self.backbone.step(x, cache)  # (B, 1, C)
         return self.head(h[:, 0])  # (B, out)

@@ -22,34 +22,17 @@ query) and the flag.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
+from .backbones import BackboneModel, Structure, make_backbone
 from .encoders import ActionEncoder, ActionHead, ObsEncoder
-from .transformer import KVCache, MaskCache, ModelConfig, Transformer, init_weights
+from .transformer import ModelConfig, init_weights
 
 
-def readout_mask(n: int, prefixes: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
-    """(n+J, n+J) bool mask: n causal context tokens, then J readouts, readout i seeing context < prefixes[i] and self.
-
-    ``prefixes`` defaults to 0..n (J = n+1, a readout after every prefix). With ``window = K`` a
-    context token sees only the K - 1 tokens before it, and readout i only context >= prefixes[i] - K.
-    """
-    prefixes = torch.arange(n + 1) if prefixes is None else prefixes.cpu()
-    L = n + len(prefixes)
-    row = torch.arange(L)[:, None]  # (L, 1)
-    col = torch.arange(L)[None, :]  # (1, L)
-    ctx_row, ctx_col = row < n, col < n  # (L, 1), (1, L)
-    causal_ctx = ctx_row & ctx_col & (col <= row)  # (L, L) context sees its causal prefix
-    row_prefix = torch.cat((torch.zeros(n, dtype=torch.long), prefixes))[:, None]  # (L, 1) prefix length per readout row
-    prefix = ~ctx_row & ctx_col & (col < row_prefix)  # (L, L) readout i sees context < prefixes[i]
-    if window is not None:
-        causal_ctx &= col > row - window  # (L, L) the last K context tokens, self included
-        prefix &= col >= row_prefix - window  # (L, L) the K transitions before the readout
-    return causal_ctx | prefix | (row == col)  # (L, L) every token sees itself
-
-
-class DPTModel(nn.Module):
+class DPTModel(BackboneModel):
     """DPT policy: logits of the optimal action for a query state given a context prefix.
 
     Args:
@@ -73,10 +56,10 @@ class DPTModel(nn.Module):
         self.flag_col = 2 * D + A + 1
         self.feat_dim = 2 * D + A + 2 + (A if self.discrete else 0)
         self.embed = nn.Linear(self.feat_dim, config.n_embd, bias=config.bias)
-        self.backbone = Transformer(config)
+        self.backbone = make_backbone(config, generator)
         self.head = ActionHead(config.n_embd, config.action, config.head, bias=config.bias)
-        self._masks = MaskCache()
         init_weights(self, config.n_layer, generator)
+        self.backbone.after_init(generator)
 
     def context_features(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                          next_obs: torch.Tensor) -> torch.Tensor:
@@ -98,7 +81,8 @@ class DPTModel(nn.Module):
         return torch.cat((s, rest), dim=-1)  # (..., F)
 
     def forward(self, ctx_obs: torch.Tensor, ctx_action: torch.Tensor, ctx_reward: torch.Tensor,
-                ctx_next_obs: torch.Tensor, query_obs: torch.Tensor, prefixes: torch.Tensor | None = None) -> torch.Tensor:
+                ctx_next_obs: torch.Tensor, query_obs: torch.Tensor, prefixes: torch.Tensor | None = None,
+                task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the optimal action after every context prefix (or the given ones), in one pass.
 
         Args:
@@ -109,6 +93,7 @@ class DPTModel(nn.Module):
             query_obs: (B, k) one query for every prefix, or (B, J, k) a query per readout.
             prefixes: (J,) increasing prefix lengths in [0, n] to read out after (default 0..n, J = n+1).
                 Training on a random subset is an unbiased, cheaper estimate of the all-prefix loss.
+            task_ids: (B,) task of each sample, rows i and i + B/2 from one task (T2MIR); or None.
 
         Returns:
             (B, J, out) head outputs; row i is the prediction from the first prefixes[i] transitions.
@@ -147,36 +132,13 @@ class DPTModel(nn.Module):
             dim=1,
         )  # (B, n+J, F)
         x = self.embed(feats)  # (B, n+J, C)
-        # Readout i sits at RoPE position prefixes[i], right after the context it sees.
-        readout_pos = torch.arange(n + 1) if prefixes is None else prefixes.cpu()  # (J,)
-        positions = torch.cat((torch.arange(n), readout_pos)).to(x.device)  # (n+J,)
-        K = self.config.window if self.config.window is not None and self.config.window < n else None
-        # Without a window the context rows are plain causal (a fused kernel) and only the readout
-        # rows need the block mask; a sliding window needs the banded mask on every row.
-        rows = slice(n, None) if K is None else slice(None)
-        if prefixes is None:
-            mask = self._masks.get(("readout", n, K), x.device, lambda: readout_mask(n, window=K)[rows])  # (J or n+J, n+J)
-        else:
-            mask = readout_mask(n, prefixes, K)[rows].to(x.device)  # (J or n+J, n+J)
-        h = self.backbone(x, positions, mask=mask, n_causal=n if K is None else 0)  # (B, n+J, C)
+        # Readout i sits at position prefixes[i], right after the context it sees.
+        readouts = torch.arange(n + 1) if prefixes is None else prefixes
+        h = self.backbone(x, Structure(n, self.config.window, readouts=readouts, task_ids=task_ids))  # (B, n+J, C)
         return self.head(h[:, n:])  # (B, J, out)
 
-    def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache:
-        """An empty context cache for one batched rollout: a ring of ``window`` transitions, or
-        ``block_size`` transitions without a window.
-
-        Args:
-            batch_size: number of parallel rollouts B.
-            device: defaults to the model's device.
-            dtype: defaults to the model's parameter dtype (pass bfloat16 under autocast).
-        """
-        w = self.embed.weight
-        return KVCache(self.config, batch_size, ring=self.config.window is not None,
-                       device=device or w.device, dtype=dtype or w.dtype)
-
     @torch.no_grad()
-    def append(self, cache: KVCache, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+    def append(self, cache: Any, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                next_obs: torch.Tensor) -> None:
         """Add one transition per rollout to the context (inference only).
 
@@ -189,10 +151,10 @@ class DPTModel(nn.Module):
         """
         feats = self.context_features(obs[:, None], action[:, None], reward[:, None], next_obs[:, None])  # (B, 1, F)
         x = self.embed(feats)  # (B, 1, C)
-        self.backbone.decode(x, cache, commit=True)  # (B, 1, C), output unused: only the cache matters
+        self.backbone.step(x, cache, commit=True)  # (B, 1, C), output unused: only the state matters
 
     @torch.no_grad()
-    def readout(self, cache: KVCache, query_obs: torch.Tensor) -> torch.Tensor:
+    def readout(self, cache: Any, query_obs: torch.Tensor) -> torch.Tensor:
         """Logits for the query states given the cached context; the cache is left unchanged.
 
         Args:
@@ -203,5 +165,5 @@ class DPTModel(nn.Module):
             (B, out) head outputs; equal to row j of ``forward`` on the same context.
         """
         x = self.embed(self.readout_features(query_obs[:, None]))  # (B, 1, C)
-        h = self.backbone.decode(x, cache, commit=False)  # (B, 1, C)
+        h = self.backbone.step(x, cache, commit=False)  # (B, 1, C)
         return self.head(h[:, 0])  # (B, out)

@@ -244,6 +244,12 @@ class PoolState:
         self.pos += 1
         return self.total / n  # (B, C)
 
+    def peek(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean a readout token (B, C) is routed from: the pool's tokens and itself, the pool
+        left unchanged; (B, C) float64."""
+        n = self.pos if self.ring is None else min(self.pos, self.window)
+        return (self.total + x.to(torch.float64)) / (n + 1)  # (B, C)
+
     def copy(self) -> "PoolState":
         """An independent copy (to fork a rollout)."""
         out = copy.copy(self)
@@ -348,11 +354,16 @@ class TaskMoE(nn.Module):
     def _rep(self, logits: torch.Tensor) -> torch.Tensor:
         return F.softmax(logits, dim=-1) if self.representation == "probs" else logits
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, route_in: torch.Tensor | None = None,
+                rep_at: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Full pass.
 
         Args:
             x: (B, T, C) MoE input (the block's normalised residual stream).
+            route_in: (B, T, C) what ``sequence`` routing routes each token from; None = the
+                causal mean of ``x`` (:func:`causal_mean`). A backbone passes the pool its
+                structure defines (readouts, resets; ``icrl.models.t2mir.pooled_inputs``).
+            rep_at: the token whose pool represents the whole segment (the last stream token).
 
         Returns:
             y: (B, T, out_dim).
@@ -361,16 +372,16 @@ class TaskMoE(nn.Module):
         """
         B, T, C = x.shape
         if self.routing == "sequence":
-            route_in = causal_mean(x, self.window).to(x.dtype)  # (B, T, C)
+            route_in = (causal_mean(x, self.window) if route_in is None else route_in).to(x.dtype)  # (B, T, C)
         else:
             route_in = x  # (B, T, C)
         route = self.gate(route_in.reshape(B * T, C))
         y = self.experts(x.reshape(B * T, C), route.weights, route.indices).view(B, T, -1)  # (B, T, out)
         query_logits = route.logits.view(B, T, -1)  # (B, T, E)
-        if self.routing == "sequence":  # the routers on the pool of the whole segment (last token)
+        if self.routing == "sequence":  # the routers on the pool of the whole segment (its last token)
             with torch.no_grad():
-                key_logits = self.router_target(route_in[:, -1])  # (B, E)
-            return y, self._rep(query_logits[:, -1]), self._rep(key_logits)
+                key_logits = self.router_target(route_in[:, rep_at])  # (B, E)
+            return y, self._rep(query_logits[:, rep_at]), self._rep(key_logits)
         with torch.no_grad():
             key_logits = self.router_target(route_in)  # (B, T, E)
         return y, self._rep(query_logits).mean(1), self._rep(key_logits).mean(1)
@@ -379,13 +390,17 @@ class TaskMoE(nn.Module):
         """Online state for :meth:`decode`: the pooled context (``sequence``), or None (``token``)."""
         return PoolState(batch_size, self.dim, self.window, device) if self.routing == "sequence" else None
 
-    def decode(self, x: torch.Tensor, state: PoolState | None) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, state: PoolState | None, commit: bool = True) -> torch.Tensor:
         """One token per sequence: (B, 1, C) -> (B, 1, out_dim); adds the token to ``state``'s pool.
 
         Token p is routed from the mean of the pool after it is added, the p-th row of the full
-        pass's :func:`causal_mean`, so a rollout reproduces the full pass.
+        pass's :func:`causal_mean`, so a rollout reproduces the full pass. A readout
+        (``commit=False``) is routed from the pool and itself and leaves the pool as it was.
         """
-        route_in = x[:, 0] if state is None else state.push(x[:, 0]).to(x.dtype)  # (B, C)
+        if state is None:
+            route_in = x[:, 0]  # (B, C)
+        else:
+            route_in = (state.push(x[:, 0]) if commit else state.peek(x[:, 0])).to(x.dtype)  # (B, C)
         route = self.gate(route_in)
         return self.experts(x[:, 0], route.weights, route.indices).unsqueeze(1)  # (B, 1, out)
 
@@ -481,19 +496,21 @@ class T2MIRFeedForward(nn.Module):
         self.balance_weight, self.contrast_weight, self.temperature = balance_weight, contrast_weight, temperature
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None, route_in: torch.Tensor | None = None,
+                rep_at: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
         """Full pass.
 
         Args:
             x: (B, T, C) normalised residual stream.
             task_ids: (B,) task of each sequence, rows i and i + B/2 from one task; None = no InfoNCE.
+            route_in, rep_at: the task router's pooled inputs and representative token (``TaskMoE.forward``).
 
         Returns:
             y: (B, T, C).
             aux: () weighted balance loss plus, with ``task_ids``, weighted InfoNCE.
         """
         y_token, balance = self.token(x)  # (B, T, C/2), ()
-        y_task, query, key = self.task(x)  # (B, T, C - C/2), (B, E), (B, E)
+        y_task, query, key = self.task(x, route_in, rep_at)  # (B, T, C - C/2), (B, E), (B, E)
         y = self.dropout(torch.cat((y_token, y_task), dim=-1))  # (B, T, C)
         aux = self.balance_weight * balance
         if task_ids is not None:
@@ -513,11 +530,12 @@ class T2MIRFeedForward(nn.Module):
         """Online state for :meth:`decode` (the task router's pooled context)."""
         return self.task.init_state(batch_size, device)
 
-    def decode(self, x: torch.Tensor, state: PoolState | None) -> torch.Tensor:
-        """One token: (B, 1, C) -> (B, 1, C), equal to the full pass at that position."""
+    def decode(self, x: torch.Tensor, state: PoolState | None, commit: bool = True) -> torch.Tensor:
+        """One token: (B, 1, C) -> (B, 1, C), equal to the full pass at that position; a readout
+        (``commit=False``) leaves ``state`` unchanged."""
         route = self.token.gate(x[:, 0])  # token-wise routing needs nothing but the token
         y_token = self.token.experts(x[:, 0], route.weights, route.indices).unsqueeze(1)  # (B, 1, C/2)
-        y_task = self.task.decode(x, state)  # (B, 1, C - C/2)
+        y_task = self.task.decode(x, state, commit)  # (B, 1, C - C/2)
         return self.dropout(torch.cat((y_token, y_task), dim=-1))  # (B, 1, C)
 
     def update_target(self) -> None:

@@ -22,6 +22,7 @@ summed over blocks), P complex states stored (N / 2 with conjugate symmetry, els
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -450,3 +451,105 @@ class S5Stack(nn.Module):
             x, s = block.step(x, state[i], reset)  # (B, C), (B, P)
             new.append(s)
         return self.ln_f(x), torch.stack(new)  # (B, C), (L, B, P)
+
+
+# --- the backbone -------------------------------------------------------------------------------
+
+class S5State:
+    """Online state of :class:`S5Backbone`: every layer's SSM state after the committed tokens.
+
+    Attributes:
+        x: (n_layer, B, P) complex.
+        pos: tokens committed so far.
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.pos = x, 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[1]
+
+    def copy(self) -> "S5State":
+        """An independent copy (a forked rollout)."""
+        out = S5State(self.x.clone())
+        out.pos = self.pos
+        return out
+
+    def index(self, idx: torch.Tensor) -> "S5State":
+        """The states of batch rows ``idx`` (repeats allowed)."""
+        out = S5State(self.x[:, idx])  # (L, len(idx), P)
+        out.pos = self.pos
+        return out
+
+
+class S5Backbone(nn.Module):
+    """``model.backbone: s5``: an :class:`S5Stack` under the backbone contract (icrl.models.backbones).
+
+    The stream runs through the parallel scan, resets at history starts. A readout after prefix j
+    (DPT) is, in every layer, one more step from the state after the first j stream tokens,
+    ``x' = Lambda_bar x_j + B_bar u``, ``y = Re(C~ x') + D u``, which is not kept: exactly what
+    ``step(..., commit=False)`` computes online. No window and no positions: the state carries
+    the whole history at a fixed size, so a rollout of any length costs the same per step.
+    HiPPO-N initialisation (drawn in the constructor from ``generator``); Lambda, B and the step
+    sizes are kept out of weight decay, as in the S5 reference.
+    """
+
+    own_init = True  # the model's GPT-2 init leaves these weights alone
+
+    @staticmethod
+    def capacity_of(config: Any) -> None:
+        """No bound on a rollout's length."""
+        return None
+
+    def __init__(self, config: Any, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.stack = S5Stack(config.n_layer, config.n_embd, config.state_size, dropout=config.dropout,
+                             bias=config.bias, generator=generator)
+
+    def forward(self, x: torch.Tensor, structure: Any) -> torch.Tensor:
+        """Full pass: (B, T, C) -> (B, T, C) (see the class doc for readouts)."""
+        n = structure.n_stream
+        if structure.readouts is None:
+            return self.stack(x, structure.resets)  # (B, T, C)
+        if structure.resets is not None:
+            raise ValueError("a structure with readouts takes no resets")
+        B, C = x.shape[0], x.shape[-1]
+        prefixes = structure.readouts.to(x.device)  # (J,)
+        J = len(prefixes)
+        h, r = self.stack.drop(x[:, :n]), self.stack.drop(x[:, n:])  # (B, n, C), (B, J, C)
+        for block in self.stack.h:
+            y, states = block.ssm(block.ln(h))  # (B, n, C), (B, n, P)
+            before = torch.cat((block.ssm.initial_state(B, x.device)[:, None], states), dim=1)[:, prefixes]  # (B, J, P)
+            y_r, _ = block.ssm.step(block.ln(r).reshape(B * J, C), before.reshape(B * J, -1))  # (B*J, C)
+            h = h + block.drop(block._mix(y))  # (B, n, C)
+            r = r + block.drop(block._mix(y_r.view(B, J, C)))  # (B, J, C)
+        return self.stack.ln_f(torch.cat((h, r), dim=1))  # (B, n+J, C)
+
+    def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> S5State:
+        """Zero states for ``batch_size`` rollouts (complex in the parameters' precision)."""
+        return S5State(self.stack.initial_state(batch_size, device))
+
+    def step(self, x: torch.Tensor, state: S5State, commit: bool = True) -> torch.Tensor:
+        """One token: (B, 1, C) -> (B, 1, C); ``commit=False`` (a readout) leaves ``state`` as it was."""
+        if x.shape[0] != state.batch_size:
+            raise ValueError(f"batch of {x.shape[0]} tokens for a state of {state.batch_size} rollouts")
+        h, new = self.stack.step(x[:, 0], state.x)  # (B, C), (L, B, P)
+        if commit:
+            state.x, state.pos = new, state.pos + 1
+        return h[:, None]  # (B, 1, C)
+
+    def after_init(self, generator: torch.Generator | None) -> None:
+        """Nothing: the HiPPO initialisation happened in the constructor."""
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """No auxiliary loss: None."""
+        return None
+
+    def after_step(self) -> None:
+        """Nothing to update after an optimiser step."""
+
+    def no_weight_decay(self) -> set[nn.Parameter]:
+        """Lambda (real and imaginary parts), B~ and the log step sizes of every layer."""
+        return {p for block in self.stack.h for p in (block.ssm.log_neg_real, block.ssm.imag, block.ssm.B,
+                                                      block.ssm.log_step)}

@@ -1,4 +1,5 @@
-"""Causal pre-norm transformer backbone shared by AD and DPT, with RoPE and a KV cache.
+"""The transformer backbone (``model.backbone: transformer``): causal pre-norm blocks with RoPE and a
+KV cache, and ``ModelConfig``, the architecture every backbone is built from.
 
 The backbone follows nanoGPT (pre-norm blocks, GELU MLP, final LayerNorm) and attends with
 ``torch.nn.functional.scaled_dot_product_attention`` so that fused kernels are picked where the
@@ -10,6 +11,7 @@ then cast, so a full pass and a cached decode rotate position ``p`` identically,
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -19,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icrl.models.backbones import (ATTENTION, BACKBONES, Structure, banded_causal_mask, readout_mask,
+                                   segment_mask)
 from icrl.models.encoders import HEADS, discrete_sizes, resolve_head
 from icrl.spaces import SpaceError, check_action_space, check_observation_space, space_from_dict, space_to_dict
 from icrl.typed import brief, integer
@@ -28,7 +32,7 @@ ROPE_BASE = 10_000.0
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """Architecture of an AD or DPT model; saved next to every checkpoint as JSON.
+    """Architecture of an AD or DPT model on one backbone; saved next to every checkpoint as JSON.
 
     The spaces are those of the env spec (``icrl.spaces.space_to_dict`` form), so a checkpoint
     knows the observations and actions it was trained on. A ``model.json`` written before the spec
@@ -39,18 +43,27 @@ class ModelConfig:
     obs_space: dict  # observation space: Discrete / MultiDiscrete (one-hot) or Box (normalised, linear)
     action_space: dict  # action space: Discrete or bounded Box
     head: str = "auto"  # categorical (Discrete) | gaussian | tanh (Box); auto picks categorical / gaussian
-    n_layer: int = 4  # transformer blocks
-    n_head: int = 4  # attention heads per block
+    backbone: str = "transformer"  # transformer | t2mir | s5 (icrl.models.backbones)
+    n_layer: int = 4  # blocks (attention or S5 layers)
+    n_head: int = 4  # attention heads per block (attention backbones)
     n_embd: int = 64  # residual stream width; n_embd / n_head must be even (RoPE rotates pairs)
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     block_size: int = 256  # max tokens a pass or cache holds: AD = training length, DPT = max context n
     window: int | None = None  # attention window K in context tokens (banded causal mask); None = full causal
     bias: bool = True  # biases in Linear layers and LayerNorms
     rope: bool = True  # RoPE relative positions; False = no positional encoding (order only via the causal mask)
+    state_size: int = 64  # s5: HiPPO state size N per layer (N / 2 complex states are stored)
+    n_token_experts: int = 6  # t2mir: experts of the token-wise MoE
+    n_task_experts: int = 8  # t2mir: experts of the task-wise MoE
+    experts_per_token: int = 2  # t2mir: top-k experts in both MoEs
+    balance_weight: float = 0.1  # t2mir: weight of the token MoE's load-balance loss
+    contrast_weight: float = 0.01  # t2mir: weight of the task router's InfoNCE loss
+    router_tau: float = 0.005  # t2mir: momentum of the task router's target, per optimiser step
 
     def __post_init__(self) -> None:
         # Types first, strictly: a model.json is user input, and 1.5 or true must not pass as 1.
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "window"):
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "window", "state_size", "n_token_experts",
+                     "n_task_experts", "experts_per_token"):
             value = getattr(self, name)
             if value is None and name == "window":
                 continue
@@ -58,11 +71,13 @@ class ModelConfig:
         for name in ("bias", "rope"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ModelConfig.{name} must be true or false, got {brief(getattr(self, name))}")
-        for name in ("kind", "head"):
+        for name in ("kind", "head", "backbone"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"ModelConfig.{name} must be a string, got {brief(getattr(self, name))}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ValueError(f"ModelConfig.dropout must be a number, got {brief(self.dropout)}")
+        for name in ("dropout", "balance_weight", "contrast_weight", "router_tau"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"ModelConfig.{name} must be a number, got {brief(value)}")
         if self.kind not in ("ad", "dpt"):
             raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {brief(self.kind)}")
         try:
@@ -78,14 +93,26 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.head must be auto or one of {', '.join(HEADS)}, got {brief(self.head)}")
         if (self.head == "categorical") != (self.action_space["type"] == "Discrete"):
             raise ValueError(f"ModelConfig.head: a {self.head} head does not fit {self.action_space['type']} actions")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"ModelConfig.backbone must be one of {', '.join(BACKBONES)}, got {brief(self.backbone)}")
         if self.n_layer < 1 or self.n_head < 1:
             raise ValueError(f"ModelConfig.n_layer and n_head must be >= 1, got {self.n_layer}, {self.n_head}")
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+        if self.backbone in ATTENTION and (self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2):
             fix = 2 * self.n_head * max(1, self.n_embd // (2 * self.n_head))
             raise ValueError(
                 f"ModelConfig.n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}) with an "
                 f"even head size for RoPE; choose e.g. n_embd = {fix}"
             )
+        if self.backbone == "s5" and self.window is not None:
+            raise ValueError("ModelConfig.window: the s5 backbone has no attention window (its state carries the "
+                             "whole history at a fixed size); leave the window unset")
+        if self.backbone == "s5" and (self.state_size < 2 or self.state_size % 2):
+            raise ValueError(f"ModelConfig.state_size must be even and >= 2 (conjugate pairs), got {self.state_size}")
+        if self.backbone == "t2mir" and not 1 <= self.experts_per_token <= min(self.n_token_experts, self.n_task_experts):
+            raise ValueError(f"ModelConfig.experts_per_token ({self.experts_per_token}) must be in [1, "
+                             f"{min(self.n_token_experts, self.n_task_experts)}] (the smaller MoE's expert count)")
+        if min(self.balance_weight, self.contrast_weight) < 0 or not 0 <= self.router_tau <= 1:
+            raise ValueError("ModelConfig.balance_weight and contrast_weight must be >= 0 and router_tau in [0, 1]")
         if not 0.0 <= self.dropout < 1.0:  # NaN fails too
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.block_size < 1:
@@ -113,11 +140,26 @@ class ModelConfig:
         A = act["n"] if act["type"] == "Discrete" else math.prod(act["shape"])
         out = 2 * A if self.head == "gaussian" else A
         features = 2 * D + 2 * A + 2  # DPT's [s | a | r | s' | flag | r * one-hot(a)], wider than AD's
-        params = (features + 1) * C + L * (12 * C * C + 13 * C) + 2 * C + (C + 1) * out + 2 * D + 2 * A
+        params = (features + 1) * C + 2 * C + (C + 1) * out + 2 * D + 2 * A  # input, final LayerNorm, head
         T = self.block_size if self.kind == "ad" else 2 * self.block_size + 1
+        if self.backbone == "s5":  # per layer: B~, C~ (complex), Lambda, dt, D, LayerNorm, the GLU's two Linears
+            P = self.state_size // 2
+            params += L * (4 * P * C + 2 * P + 2 * C * C + 5 * C)
+            return {"parameters (n_layer, n_embd, state_size)": 4 * params,
+                    "S5 states of one pass (n_layer, state_size, block_size)": 2 * 8 * L * T * P}
+        params += L * (12 * C * C + 13 * C)
+        if self.backbone == "t2mir":  # the last layer's experts (2C hidden) and routers replace its MLP
+            params += (self.n_token_experts + self.n_task_experts) * (3 * C * C + 4 * C) + 8 * C * C
         return {"parameters (n_layer, n_embd, obs_space, action_space)": 4 * params,
                 "KV cache (n_layer, n_embd, block_size)": 4 * 2 * L * (self.block_size + 1) * C,
                 "attention (n_head, block_size)": T * T + 4 * self.n_head * T * T}
+
+    @property
+    def capacity(self) -> int | None:
+        """The most tokens an online rollout may hold on this backbone; None = unbounded."""
+        from icrl.models.backbones import backbone_class
+
+        return backbone_class(self.backbone).capacity_of(self)
 
     @property
     def observation(self) -> Any:
@@ -211,8 +253,9 @@ class KVCache:
     ``p % K``. Keys are rotated with their absolute position *before* they are cached, and
     softmax attention does not depend on key order, so attending over the ring equals the
     banded-mask attention of the full pass. ``ring=False`` (no window): a linear buffer of
-    ``capacity`` tokens. A DPT cache keeps one scratch slot after the context slots where a readout
-    token sits while it attends to the context; the scratch slot is never counted as context.
+    ``capacity`` tokens. One scratch slot after the context slots holds a readout token
+    (``commit=False``, e.g. DPT's query) while it attends to the context; it is never counted as
+    context. ``copy`` and ``index`` fork the cache for planning.
 
     Attributes:
         k, v: (n_layer, B, nh, n_slots, hs) buffers, written in place.
@@ -230,7 +273,7 @@ class KVCache:
             self.window, self.capacity = config.window, None
         else:
             self.window, self.capacity = None, config.block_size
-        n_slots = (self.window or self.capacity) + (config.kind == "dpt")  # context slots [+ readout scratch]
+        n_slots = (self.window or self.capacity) + 1  # context slots + readout scratch
         shape = (config.n_layer, batch_size, config.n_head, n_slots, hs)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
         self.v = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, S, hs)
@@ -241,6 +284,19 @@ class KVCache:
     def reset(self) -> None:
         """Forget every cached token (buffers are reused, not reallocated)."""
         self.pos = 0
+
+    def copy(self) -> KVCache:
+        """An independent copy (a forked rollout)."""
+        out = copy.copy(self)
+        out.k, out.v = self.k.clone(), self.v.clone()
+        return out
+
+    def index(self, idx: torch.Tensor) -> KVCache:
+        """The caches of batch rows ``idx`` (repeats allowed), as a new cache."""
+        out = copy.copy(self)
+        out.k, out.v = self.k[:, idx], self.v[:, idx]  # (L, len(idx), nh, S, hs)
+        out.batch_size = len(idx)
+        return out
 
     @property
     def n_valid(self) -> int:
@@ -348,86 +404,148 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Stack of pre-norm blocks plus final LayerNorm over already-embedded tokens."""
+    """Stack of pre-norm blocks plus final LayerNorm over already-embedded tokens (the backbone
+    contract of :mod:`icrl.models.backbones`; its online state is a :class:`KVCache`)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
         self.head_size = config.n_embd // config.n_head
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(self.make_block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self._masks = MaskCache()
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
-                is_causal: bool = False, n_causal: int = 0) -> torch.Tensor:
-        """Full pass over a sequence of embedded tokens.
+    def make_block(self, config: ModelConfig, index: int) -> nn.Module:
+        """Block ``index`` of the stack (a subclass may replace some, e.g. T2MIR's last)."""
+        return Block(config)
 
-        Args:
-            x: (B, T, C) token embeddings.
-            positions: (T,) int64 RoPE position of each token.
-            mask: (T, T) bool, True where query row may attend to key column; None with ``is_causal``.
-            is_causal: plain causal attention (lets SDPA choose a fused kernel); excludes ``mask``.
-            n_causal: the first n_causal tokens are plain causal among themselves and ``mask`` is
-                (T - n_causal, T), the rows of the other tokens (see ``CausalSelfAttention.forward``).
+    @staticmethod
+    def capacity_of(config: ModelConfig) -> int | None:
+        """Tokens a rollout may hold: unbounded on a ring (a window), else ``block_size``."""
+        return None if config.window is not None else config.block_size
 
-        Returns:
-            (B, T, C) final hidden states.
+    def attention(self, structure: Structure, device: torch.device) -> tuple[torch.Tensor | None, bool, int]:
+        """The mask, ``is_causal`` and ``n_causal`` of ``structure`` (see ``CausalSelfAttention.forward``).
+
+        A plain causal stream runs on SDPA's fused causal kernel; a window is a banded mask; readouts
+        add their rows under the readout block mask, the stream rows staying fused-causal when
+        there is no window; resets cut the stream into histories, (B, 1, T, T) per sequence.
         """
-        cos, sin = self._rope(positions, x.dtype)  # (T, hs/2) each, or None
+        n, K = structure.n_stream, structure.band
+        resets = structure.split_resets()
+        if structure.readouts is None:
+            if resets is not None:
+                within = banded_causal_mask(n, K) if K is not None else banded_causal_mask(n, n)  # (T, T)
+                return (segment_mask(resets) & within.to(device))[:, None], False, 0  # (B, 1, T, T)
+            if K is None:
+                return None, True, 0
+            return self._masks.get(("band", n, K), device, lambda: banded_causal_mask(n, K)), False, 0  # (T, T)
+        if resets is not None:
+            raise ValueError("a structure with readouts takes no resets")
+        rows = slice(n, None) if K is None else slice(None)  # without a window only the readout rows need a mask
+        if structure.n_readouts == n + 1:  # a readout after every prefix: the same mask every batch
+            mask = self._masks.get(("readout", n, K), device, lambda: readout_mask(n, window=K)[rows])
+        else:
+            mask = readout_mask(n, structure.readouts, K)[rows].to(device)  # (J or n+J, n+J)
+        return mask, False, n if K is None else 0
+
+    def forward(self, x: torch.Tensor, structure: Structure) -> torch.Tensor:
+        """Full pass over a sequence of embedded tokens: (B, T, C) -> (B, T, C) final hidden states.
+
+        Positions (RoPE) are the stream index for stream tokens and the prefix length for readouts,
+        so a readout sits exactly where an online readout after that prefix sits.
+        """
+        mask, is_causal, n_causal = self.attention(structure, x.device)
+        cos, sin = self._rope(structure.positions(x.device), x.dtype)  # (T, hs/2) each, or None
         x = self.drop(x)  # (B, T, C)
         for block in self.h:
-            x = block(x, cos, sin, mask, is_causal, n_causal)  # (B, T, C)
+            x = self.run_block(block, x, cos, sin, mask, is_causal, n_causal, structure)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
+
+    def run_block(self, block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  mask: torch.Tensor | None, is_causal: bool, n_causal: int, structure: Structure) -> torch.Tensor:
+        """One block of the full pass: (B, T, C) -> (B, T, C) (a subclass may route by ``structure``)."""
+        return block(x, cos, sin, mask, is_causal, n_causal)
+
+    def step_block(self, block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   cache: KVCache, layer: int, slot: int, n_keys: int, commit: bool) -> torch.Tensor:
+        """One block of ``step``: (B, 1, C) -> (B, 1, C)."""
+        return block.decode(x, cos, sin, cache.k[layer], cache.v[layer], slot, n_keys)
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.config.rope:
             return None, None
         return rope_cos_sin(positions, self.head_size, dtype)
 
-    def decode(self, x: torch.Tensor, cache: KVCache, *, commit: bool = True) -> torch.Tensor:
+    def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> KVCache:
+        """An empty cache for ``batch_size`` rollouts: a ring of ``window`` slots, or ``block_size``."""
+        return KVCache(self.config, batch_size, ring=self.config.window is not None, device=device, dtype=dtype)
+
+    def slot(self, cache: KVCache, commit: bool) -> tuple[int, int]:
+        """The cache slot the next token is written to and how many slots it attends to."""
+        pos = cache.pos
+        if cache.ring:
+            K = cache.window
+            if commit:
+                return pos % K, min(pos + 1, K)
+            slot = min(pos, K)  # the K context slots are a prefix of the buffer, the scratch slot K comes right after
+            return slot, slot + 1
+        limit = cache.capacity if commit else cache.capacity + 1  # a readout may use the scratch slot
+        if pos + 1 > limit:
+            raise ValueError(
+                f"cache is full: {cache.pos} tokens reached block_size={cache.capacity}; build the model "
+                f"with a larger block_size (or set a window K to decode with a rolling cache)"
+            )
+        return pos, pos + 1
+
+    def step(self, x: torch.Tensor, cache: KVCache, commit: bool = True) -> torch.Tensor:
         """Run one token at position ``cache.pos`` against the cache.
 
         Args:
             x: (B, 1, C) embedding of the new token.
-            cache: the model call's cache; ``cache.pos`` advances by one if ``commit``.
-            commit: False for a DPT readout: the token attends to the cached context and to itself
+            cache: from ``init_state``; ``cache.pos`` advances by one if ``commit``.
+            commit: False for a readout: the token attends to the cached context and to itself
                 and leaves the context unchanged. It sits in the slot the next context token will
                 overwrite, or, once a ring is full, in the scratch slot after the ring.
 
         Returns:
             (B, 1, C) final hidden state of the token.
         """
-        pos = cache.pos
         if x.shape[0] != cache.batch_size:
             raise ValueError(f"batch of {x.shape[0]} tokens for a cache built for batch_size={cache.batch_size}")
-        if cache.ring:
-            K = cache.window
-            if commit:
-                slot, n_keys = pos % K, min(pos + 1, K)
-            else:  # the K context slots are a prefix of the buffer, the scratch slot K comes right after
-                slot = min(pos, K)
-                n_keys = slot + 1
-        else:
-            limit = cache.capacity if commit else cache.capacity + 1  # readout may use the scratch slot
-            if pos + 1 > limit:
-                raise ValueError(
-                    f"cache is full: {cache.pos} tokens reached block_size={cache.capacity}; build the model "
-                    f"with a larger block_size (or set a window K to decode with a rolling cache)"
-                )
-            slot, n_keys = pos, pos + 1
-        positions = torch.tensor([pos], dtype=torch.long, device=x.device)  # (1,)
+        slot, n_keys = self.slot(cache, commit)
+        positions = torch.tensor([cache.pos], dtype=torch.long, device=x.device)  # (1,)
         cos, sin = self._rope(positions, x.dtype)  # (1, hs/2) each, or None
         for i, block in enumerate(self.h):
-            x = block.decode(x, cos, sin, cache.k[i], cache.v[i], slot, n_keys)  # (B, 1, C)
+            x = self.step_block(block, x, cos, sin, cache, i, slot, n_keys, commit)  # (B, 1, C)
         if commit:
             cache.pos += 1
         return self.ln_f(x)  # (B, 1, C)
 
+    def after_init(self, generator: torch.Generator | None) -> None:
+        """Nothing to finish after the model's GPT-2 initialisation."""
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """No auxiliary loss: None."""
+        return None
+
+    def after_step(self) -> None:
+        """Nothing to update after an optimiser step."""
+
+    def no_weight_decay(self) -> set[nn.Parameter]:
+        """Matrices kept out of weight decay: none."""
+        return set()
+
 
 def init_weights(module: nn.Module, n_layer: int, generator: torch.Generator | None) -> None:
     """GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by
-    1/sqrt(2 * n_layer) (GPT-2 paper, Sec. 2.3); drawn from ``generator`` for reproducibility."""
+    1/sqrt(2 * n_layer) (GPT-2 paper, Sec. 2.3); drawn from ``generator`` for reproducibility.
+    Submodules with ``own_init = True`` (S5 layers: HiPPO) keep the weights they were built with."""
+    own = [name + "." for name, m in module.named_modules() if getattr(m, "own_init", False)]
     for name, m in module.named_modules():
+        if any(name.startswith(prefix) or name + "." == prefix for prefix in own):
+            continue
         if isinstance(m, nn.Linear):
             std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
             nn.init.normal_(m.weight, 0.0, std, generator=generator)
