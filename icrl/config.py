@@ -108,6 +108,11 @@ class ModelSection:
     balance_weight: float = _f(0.1, "t2mir: weight of the token MoE's load-balance loss", min=0.0)
     contrast_weight: float = _f(0.01, "t2mir: weight of the task router's InfoNCE loss (0: no paired batches)", min=0.0)
     router_tau: float = _f(0.005, "t2mir: momentum of the task router's target per optimiser step", min=0.0, max=1.0)
+    world_model: bool = _f(False, "DICP (Son et al. 2025): also predict the reward and next observation of a query "
+                           "action, and plan with them online (eval.planning); results key dicp_ad / dicp_dpt")
+    world_model_coef: float = _f(1.0, "DICP: lambda of L_policy + lambda (L_reward + L_next_obs)", min=0.0)
+    reward_values: list[float] = _f([], "DICP: the env's finite reward set, classified by cross-entropy as the DICP "
+                                    "code does on the grid worlds (e.g. [0, 1]); empty = MSE on normalised rewards")
 
 
 @dataclass
@@ -183,6 +188,16 @@ class EvalConfig:
     temperature: float = _f(1.0, "sample the model's actions from softmax(logits / temperature): below 1 sharpens "
                             "what it has learned, 1 is its imitation as trained", min=1e-3)
     offline_sizes: list[int] = _f([], "DPT offline mode: dataset sizes n to read before choosing (empty = off)")
+    planning: bool = _f(True, "DICP models: plan with the learned world model once the context is full (key "
+                        "dicp_ad / dicp_dpt); false acts with the policy alone (key dicp_ad_noplan / dicp_dpt_noplan)")
+    beam_width: int = _f(10, "DICP planning, Discrete actions: beams kept per depth", min=1)
+    plan_depth: int = _f(8, "DICP planning, Discrete actions: imagined steps, at most to the episode's end "
+                         "(DICP: grid size - 1 = 8 on Dark Room, 16 on Key-to-Door and Permuted Dark Room)", min=1)
+    plan_candidates: int = _f(10, "DICP planning, Box actions: the policy mean plus this many - 1 sampled actions, "
+                              "the one of highest predicted reward taken", min=1)
+    plan_order: str = _f("policy", "DICP planning: order in which a node's actions are expanded (stable ties): policy "
+                         "(the policy's sampled order at every node) or root (the policy's at the root, action "
+                         "index order below, as the DICP code)", choices=["policy", "root"])
 
 
 @dataclass

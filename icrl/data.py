@@ -4,6 +4,8 @@
   episodes; inputs (obs_t, a_{t-1}, r_{t-1}), targets a_t at every position.
 - DPT (Lee et al. 2023): ``context_len`` consecutive transitions (s, a, r, s') of one history, a
   query state from the same task and its oracle action as the label of every prefix j = 0..n.
+- DICP (Son et al. 2025; ``world_model=True``): also the labels of the world model's query
+  actions, the stored reward and next observation of the queried steps.
 - Stream: every batch runs the configured source algorithms live on fresh tasks (e.g. DPT's random
   contexts and Thompson sampling on bandits) and samples from those histories; nothing on disk.
 
@@ -44,12 +46,18 @@ class HistorySampler:
         weighting: "none", "sample" or "loss".
         readouts: DPT: prefixes read out per batch, a random subset of 0..n (0 = all).
         discrete_actions: actions are Discrete integers (False: Box floats, stored (N, *shape)).
+        world_model: DICP (``icrl.models.dicp``): AD windows also carry the labels of the query
+            actions, ``wm_reward`` (B, T) r_t and ``wm_next_obs`` (B, T, k) the stored o_{t+1};
+            DPT's labels are its context's own (r_j, s'_j). With ``readouts`` > 0 a random subset of
+            that many queries per batch, ``wm_steps`` (AD) or ``wm_prefixes`` (DPT), drawn after
+            every other draw of the batch.
     """
 
     def __init__(self, batch: HistoryBatch, kind: str, length: int, weights: np.ndarray | None = None,
-                 weighting: str = "none", readouts: int = 0, discrete_actions: bool = True) -> None:
+                 weighting: str = "none", readouts: int = 0, discrete_actions: bool = True,
+                 world_model: bool = False) -> None:
         self.kind, self.length, self.weighting, self.readouts = kind, length, weighting, readouts
-        self.discrete = discrete_actions
+        self.discrete, self.world_model = discrete_actions, world_model
         self.obs = _flat(batch.steps["obs"])  # (N, k)
         self.next_obs = _flat(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
         # (N,) int64 Discrete actions, or (N, d) float32 Box actions
@@ -61,6 +69,8 @@ class HistorySampler:
                                                    _flat(oracle).astype(np.float32))
         self.offsets, self.lengths = batch.offsets[:-1], batch.lengths
         self.task = np.asarray(batch.task, dtype=np.int64)  # (n_histories,)
+        if world_model and self.next_obs is None:
+            raise ValueError("DICP's world model learns o_{t+1} from next_obs; these histories have no next_obs per step")
         if kind == "dpt" and (self.oracle is None or self.next_obs is None):
             raise ValueError("DPT needs histories with oracle_action and next_obs per step; "
                              "collect them from an env family whose task distribution has an oracle")
@@ -121,6 +131,10 @@ class HistorySampler:
             out.update(obs=torch.as_tensor(self.obs[idx]), prev_action=torch.as_tensor(prev_action),
                        prev_reward=torch.as_tensor(prev_reward, dtype=torch.float32),
                        target=torch.as_tensor(self.action[idx]))
+            if self.world_model:  # the query (o_t, a_t) -> (r_t, o_{t+1}), as stored (right across episode ends)
+                out.update(wm_reward=torch.as_tensor(self.reward[idx]), wm_next_obs=torch.as_tensor(self.next_obs[idx]))
+                if 0 < self.readouts < self.length:
+                    out["wm_steps"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
             return out
         # DPT: the query is a state the history visited; its label the oracle action there.
         q = self.offsets[h] + rng.integers(0, self.lengths[h])  # (B,)
@@ -129,6 +143,8 @@ class HistorySampler:
                    query_obs=torch.as_tensor(self.obs[q]), target=torch.as_tensor(self.oracle[q]))
         if 0 < self.readouts <= self.length:
             out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
+        if self.world_model and 0 < self.readouts < self.length:  # query transitions j -> (r_j, s'_j)
+            out["wm_prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
         return out
 
 
@@ -147,13 +163,15 @@ class StreamSampler:
         algorithms, fractions, params: as ``collect.algorithms``, ``collect.fractions`` and
             ``CollectConfig.algorithm_params()``.
         episodes: episodes per history.
-        readouts: DPT readout prefixes per batch (0 = all).
+        readouts: DPT readout prefixes per batch (0 = all); DICP's queries per batch.
+        world_model: DICP's labels too (see ``HistorySampler``).
     """
 
     def __init__(self, kind: str, env_id: str, env_kwargs: dict, length: int, algorithms: list[str],
                  fractions: list[float] | None = None, params: dict | None = None, episodes: int = 1,
-                 readouts: int = 0) -> None:
+                 readouts: int = 0, world_model: bool = False) -> None:
         self.kind, self.env_id, self.env_kwargs, self.length, self.readouts = kind, env_id, env_kwargs, length, readouts
+        self.world_model = world_model
         self.algorithms, self.fractions, self.params, self.episodes = algorithms, fractions or [], params or {}, episodes
         self.dist = envs.task_distribution(env_id, **env_kwargs)
         self.discrete = EnvSpec.of(self.dist).discrete_actions
@@ -181,7 +199,8 @@ class StreamSampler:
                                        episodes=self.episodes))
             start += count
         batch = HistoryBatch.concat(parts)
-        sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts, discrete_actions=self.discrete)
+        sampler = HistorySampler(batch, self.kind, self.length, readouts=self.readouts, discrete_actions=self.discrete,
+                                 world_model=self.world_model)
         out = sampler.sample(rng, batch_size, h=np.arange(batch_size))
         if paired:
             out["task_ids"] = torch.as_tensor(np.tile(np.arange(batch_size // 2), 2))  # (B,)

@@ -24,6 +24,7 @@ from icrl.collectors import child_seed_sequence, make_policy, run_policy
 from icrl.config import Config, ConfigError, to_dict
 from icrl.histories import HistoryBatch, atomic_write
 from icrl.models.encoders import first_action
+from icrl.planning import CachedImaginer, PlanSettings, beam_search, candidate_search, context_steps
 from icrl.spaces import EnvSpec, space_to_dict
 
 _EVAL_TASKS, _EVAL_RUN = 0, 1  # spawn keys under eval.seed
@@ -37,11 +38,13 @@ class ModelPolicy:
     AD appends the token (obs_t, a_{t-1}, r_{t-1}) and reads a_t from it (rolling window cache);
     DPT reads out the current query against the cached context, then appends the transition. The
     action comes from the model's head (``ActionHead.act``): sampled at ``temperature``, or the
-    argmax / mean with ``greedy``.
+    argmax / mean with ``greedy``. A DICP model with ``plan`` settings plans instead once its
+    context is full (``icrl.planning``: beam search for Discrete actions, candidates for Box ones)
+    on forks of the online state, which the search leaves as it was.
     """
 
     def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, plan: PlanSettings | None = None) -> None:
         self.model, self.rng, self.greedy, self.temperature = model, rng, greedy, temperature
         self.config = model.config
         self.device = next(model.parameters()).device
@@ -49,6 +52,10 @@ class ModelPolicy:
         self.prev_action = first_action(self.config.action, num_envs, self.device)  # (N,) or (N, d) sentinel
         self.prev_reward = torch.zeros(num_envs, device=self.device)
         self.t = 0
+        if plan is not None and not self.config.world_model:
+            raise ValueError(f"planning needs a DICP model (model.world_model), not {self.config.method}")
+        self.plan = plan
+        self.episode_t = np.zeros(num_envs, dtype=np.int64)  # (N,) step within the current episode
 
     def _obs(self, obs: np.ndarray) -> torch.Tensor:
         obs = np.asarray(obs)
@@ -66,8 +73,23 @@ class ModelPolicy:
             out = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, out)
         else:
             out = self.model.readout(self.cache, self._obs(obs))  # (N, out)
-        actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
+        if self.plan is not None and self.t >= self.plan.start:
+            actions = self._planned(self._obs(obs), out)  # (N,) or (N, d)
+        else:
+            actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
         return actions.reshape(len(actions), *self.config.action.shape)
+
+    def _planned(self, obs: torch.Tensor, out: torch.Tensor) -> np.ndarray:
+        """DICP's search from the current context (``icrl.planning``); the cache is only forked."""
+        root = CachedImaginer(self.model, self.cache, obs, out)
+        p = self.plan
+        if not self.config.discrete_actions:
+            return candidate_search(root, self.model.head, p.plan_candidates, self.rng, self.temperature).cpu().numpy()
+        left = np.maximum(p.horizon - self.episode_t, 1)  # (N,) steps left in each episode
+        depth = torch.as_tensor(np.minimum(p.plan_depth, left), device=self.device)  # (N,)
+        plan = beam_search(root, self.config.n_actions, depth, p.beam_width, self.rng, self.greedy,
+                           self.temperature, p.plan_order)
+        return plan.action.cpu().numpy()
 
     @torch.no_grad()
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
@@ -79,6 +101,7 @@ class ModelPolicy:
         else:
             self.model.append(self.cache, self._obs(obs), a, r, self._obs(next_obs))
         self.t += 1
+        self.episode_t = np.where(np.asarray(terminated) | np.asarray(truncated), 0, self.episode_t + 1)  # (N,)
 
 
 class OraclePolicy:
@@ -164,16 +187,33 @@ def source_curve(cfg: Config, dist: Any, tasks: np.ndarray, seq: np.random.SeedS
     return curves
 
 
+def model_method(cfg: Config, mcfg: Any) -> str:
+    """The results key of a model: its method (``ad``, ``dpt``, ``dicp_ad``, ``dicp_dpt``), with
+    ``_noplan`` for a DICP model evaluated with ``eval.planning=false`` (its policy alone)."""
+    return mcfg.method + ("_noplan" if mcfg.world_model and not cfg.eval.planning else "")
+
+
+def plan_settings(cfg: Config, mcfg: Any) -> PlanSettings | None:
+    """How a DICP model plans under ``cfg.eval`` (None: it does not: no world model, or planning off)."""
+    if not (mcfg.world_model and cfg.eval.planning):
+        return None
+    horizon = EnvSpec.for_env(cfg.eval.env_id or cfg.env.id, cfg.eval_env_kwargs()).horizon
+    e = cfg.eval
+    return PlanSettings(beam_width=e.beam_width, plan_depth=e.plan_depth, plan_candidates=e.plan_candidates,
+                        plan_order=e.plan_order, horizon=horizon, start=context_steps(mcfg))
+
+
 def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str,
                  model: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
-    """Per-task curves of one method (a baseline name, or "ad"/"dpt" for ``model``) on ``tasks``:
-    ``{metric: (N, L)}`` and, where the env reports it, ``success_rate`` (see :func:`curves_of`)."""
+    """Per-task curves of one method (a baseline name, or the model's key, :func:`model_method`) on
+    ``tasks``: ``{metric: (N, L)}`` and, where the env reports it, ``success_rate`` (see :func:`curves_of`)."""
     if method == "source":
         return source_curve(cfg, dist, tasks, seq, metric)
     n = len(tasks)
     rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
-    if method in ("ad", "dpt"):
-        policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy, temperature=cfg.eval.temperature)
+    if model is not None and method == model_method(cfg, model.config):
+        policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy, temperature=cfg.eval.temperature,
+                             plan=plan_settings(cfg, model.config))
     elif method == "oracle":
         policy = OraclePolicy(n, dist, rng, tasks)
     else:
@@ -206,6 +246,13 @@ def check_model_fits(cfg: Config, mcfg: Any) -> None:
     if mcfg.capacity is not None and steps > mcfg.capacity:
         raise ConfigError(f"eval.episodes: the rollout holds {steps} steps but the full-context {mcfg.kind.upper()} "
                           f"model's block_size is {mcfg.block_size}; train with model.window for rollouts of any length")
+    if mcfg.world_model and cfg.eval.planning:
+        if mcfg.capacity is not None:
+            raise ConfigError("eval.planning: DICP plans once the context is full, and a full-context model's cache "
+                              "has no room for imagined steps then; train with model.window, or set eval.planning=false")
+        if not mcfg.discrete_actions and mcfg.head != "gaussian":
+            raise ConfigError(f"eval.planning: Box-action planning draws candidates from a gaussian head, not "
+                              f"{mcfg.head}; train with model.head=gaussian, or set eval.planning=false")
 
 
 def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
@@ -222,7 +269,8 @@ def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        curve = method_curve(cfg, model.config.kind, dist, tasks, run_seq(cfg), metric, model)[metric].mean(0)  # (L,)
+        curve = method_curve(cfg, model_method(cfg, model.config), dist, tasks, run_seq(cfg), metric,
+                             model)[metric].mean(0)  # (L,)
     finally:
         model.train(was_training)
     return {"probe/final": float(curve[-1]), "probe/mean_over_curve": float(curve.mean())}
@@ -292,7 +340,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
         model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
         check_model_fits(cfg, mcfg)
-    methods = ([mcfg.kind] if model is not None else []) + (cfg.eval.baselines or list(spec.baselines))
+    methods = ([model_method(cfg, mcfg)] if model is not None else []) + (cfg.eval.baselines or list(spec.baselines))
     if not spec.has_oracle and "oracle" in methods:
         methods.remove("oracle")
     if model is not None and (mcfg.kind == "ad" or metric == "episode_return") and "source" not in methods:

@@ -26,7 +26,7 @@ from icrl.data import HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
 from icrl.integrity import verify
 from icrl.lock import folder_lock
-from icrl.models import check_batch, head_loss
+from icrl.models import check_batch, dicp_loss, head_loss
 from icrl.models import make_model as build_model
 from icrl.models.transformer import ModelConfig
 from icrl.plots import plot_training
@@ -37,6 +37,7 @@ from icrl.tracking import Tracker
 
 _TRAIN = 3  # spawn key of the training data stream (collection uses 0..2, LHF 4)
 _OBS_STATS = 5  # spawn key of the stream batches that give Box observations their statistics
+_REWARD_STATS = 6  # spawn key of the stream batches that give DICP's regressed rewards their statistics
 _SELECT_BY = "probe/mean_over_curve"  # the probe figure that chooses RUN/checkpoint-best
 _SELECT_SEED = 7919  # offset of the probe's eval seed on families without a training split
 
@@ -70,7 +71,8 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                               f"{steps}-step histories of the stream (env horizon x collect.episodes)")
         try:
             return StreamSampler(kind, cfg.env.id, cfg.env.kwargs, n, cfg.collect.algorithms, cfg.collect.fractions,
-                                 cfg.collect.algorithm_params(), cfg.collect.episodes, d.readouts), n
+                                 cfg.collect.algorithm_params(), cfg.collect.episodes, d.readouts,
+                                 world_model=cfg.model.world_model), n
         except ValueError as e:
             raise ConfigError(f"data.source: {e}") from None
     path = Path(d.dataset) if d.dataset else run_dir / "data"
@@ -105,7 +107,8 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                           f"{d.episode_stride} episodes")
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
-        return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions), length
+        return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions,
+                              world_model=cfg.model.world_model), length
     except ValueError as e:
         stride = f" (histories as kept by data.episode_stride={d.episode_stride})" if d.episode_stride > 1 else ""
         raise ConfigError(f"data: {e}{stride}") from None
@@ -134,7 +137,8 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
                            window=m.window or None, rope=m.rope, state_size=m.state_size,
                            n_token_experts=m.n_token_experts, n_task_experts=m.n_task_experts,
                            experts_per_token=m.experts_per_token, balance_weight=m.balance_weight,
-                           contrast_weight=m.contrast_weight, router_tau=m.router_tau)
+                           contrast_weight=m.contrast_weight, router_tau=m.router_tau, world_model=m.world_model,
+                           world_model_coef=m.world_model_coef, reward_values=list(m.reward_values))
     except ValueError as e:
         raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
     if mcfg.memory_bytes() > max_model_bytes():  # a model its own checkpoint could not be loaded as
@@ -195,18 +199,41 @@ def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.
     return torch.cat(rows).numpy()  # (N, k)
 
 
+def training_rewards(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Rewards the model trains on, (N,), for DICP's reward normalisation: the whole dataset, or a
+    few batches of a stream (drawn with their own generator)."""
+    if isinstance(sampler, HistorySampler):
+        return sampler.reward
+    rows = []
+    for _ in range(4):
+        b = sampler.sample(rng, batch_size)
+        rows.append((b["wm_reward"] if "wm_reward" in b else b["ctx_reward"]).reshape(-1))
+    return torch.cat(rows).numpy()  # (N,)
+
+
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The action head's weighted loss on one batch (AD: every position; DPT: every prefix 0..n) and
-    the backbone's auxiliary loss of the same pass (T2MIR's balance and contrastive terms; None
-    for a backbone without one)."""
+    """The method's weighted loss on one batch (AD: every position; DPT: every prefix 0..n; DICP:
+    plus lambda times its world-model losses, :func:`icrl.models.dicp_loss`) and the backbone's
+    auxiliary loss of the same pass (T2MIR's balance and contrastive terms; None for a backbone
+    without one). :func:`loss_parts` gives DICP's terms apart."""
+    return loss_parts(model, kind, batch)[:2]
+
+
+def loss_parts(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    """:func:`loss_of` and the detached terms of a DICP loss (``loss_policy``, ``loss_reward``,
+    ``loss_next_obs``; empty for AD and DPT)."""
     inner = getattr(model, "module", model)  # under DDP, the wrapped model
+    if inner.config.world_model:
+        total, parts = dicp_loss(model, kind, batch)
+        return total, inner.aux_loss(), parts
     task_ids = batch.get("task_ids")
     if kind == "ad":
         out = model(batch["obs"], batch["prev_action"], batch["prev_reward"], task_ids)  # (B, T, out)
     else:
         out = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
                     batch["query_obs"], batch.get("prefixes"), task_ids)  # (B, J, out)
-    return head_loss(inner.head, out, batch["target"], batch["weights"]), inner.aux_loss()
+    return head_loss(inner.head, out, batch["target"], batch["weights"]), inner.aux_loss(), {}
 
 
 def paired_batches(model: Any) -> bool:
@@ -346,6 +373,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             check_batch(mcfg, sampler.obs, sampler.action)
         except ValueError as e:
             raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
+        if mcfg.reward_values:  # DICP's reward classes must cover every reward it learns from
+            other = np.setdiff1d(sampler.reward, np.asarray(mcfg.reward_values, dtype=np.float32))
+            if len(other):
+                raise ConfigError(f"model.reward_values: the dataset has rewards outside {mcfg.reward_values}, e.g. "
+                                  f"{float(other[0])}; list every reward value, or leave it empty to regress rewards")
     # rank 0 keeps the single-process stream, so a 1-process run and rank 0 of a DDP run draw alike
     key = (_TRAIN,) if ddp.rank == 0 else (_TRAIN, ddp.rank)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=key))
@@ -360,6 +392,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
         if not spec.discrete_obs:  # Box observations: normalised by the training data's statistics
             stats_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_OBS_STATS,)))
             model.obs_enc.set_stats(training_obs(sampler, stats_rng, cfg.train.batch_size))
+        if mcfg.world_model and not mcfg.reward_values:  # DICP regresses rewards in normalised units
+            stats_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_REWARD_STATS,)))
+            model.world.set_reward_stats(training_rewards(sampler, stats_rng, cfg.train.batch_size))
         model = model.to(device)
     optimizer = make_optimizer(model, cfg, device)
     if resume:
@@ -377,10 +412,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
     tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
     select_cfg, lower_is_better = selection_config(cfg), spec.reports_regret
     tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
+    if mcfg.world_model:  # DICP's query-action readouts
+        tokens_per_sample += cfg.data.readouts if 0 < cfg.data.readouts < length else length
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress or not ddp.master)
     model.train()
     stop = StopRequest()
     t0, window_t, window_loss, window_aux, last_good = time.perf_counter(), time.perf_counter(), [], [], None
+    window_parts: dict[str, list[torch.Tensor]] = {}
     paired = paired_batches(mcfg)
 
     def checkpoint() -> None:
@@ -400,7 +438,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             sample = sampler.sample(rng, cfg.train.batch_size, paired=paired)
             batch = {k: v.to(device, non_blocking=True) for k, v in sample.items()}
             with autocast:
-                action_loss, aux = loss_of(net, mcfg.kind, batch)
+                action_loss, aux, parts = loss_parts(net, mcfg.kind, batch)
                 loss = action_loss if aux is None else action_loss + aux
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint is step {last_good} in {ckpt}" if last_good is not None
@@ -416,18 +454,21 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             window_loss.append(action_loss.detach())
             if aux is not None:
                 window_aux.append(aux.detach())
+            for name, value in parts.items():
+                window_parts.setdefault(name, []).append(value)
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 now = time.perf_counter()
                 mean_loss = ddp.mean(torch.stack(window_loss).mean().item())
                 dt = (now - window_t) / len(window_loss)
                 aux_log = {"train/aux_loss": ddp.mean(torch.stack(window_aux).mean().item())} if window_aux else {}
+                aux_log.update({f"train/{name}": ddp.mean(torch.stack(v).mean().item()) for name, v in window_parts.items()})
                 tracker.log({"train/step": step, "train/loss": mean_loss, **aux_log, "train/lr": lr,
                              "train/grad_norm": float(grad_norm), "time/step_ms": 1000 * dt,
                              "time/tokens_per_s": tokens_per_sample * cfg.train.batch_size * ddp.world / dt,
                              "time/elapsed_s": now - t0})
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                window_t, window_loss, window_aux = now, [], []
+                window_t, window_loss, window_aux, window_parts = now, [], [], {}
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and ddp.master:
                 t_probe = time.perf_counter()
                 scores = probe(select_cfg, model)

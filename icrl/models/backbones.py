@@ -51,8 +51,8 @@ class Structure:
         n_stream: the first ``n_stream`` tokens form the causal stream.
         window: stream token t sees stream tokens t - K + 1 .. t; readout j sees j - K .. j - 1;
             None (or K >= n_stream) = everything before.
-        readouts: (J,) int64 increasing prefix lengths in [0, n_stream], one per token after the
-            stream; None = no readouts. Readout i has position ``readouts[i]``.
+        readouts: (J,) int64 prefix lengths in [0, n_stream], one per token after the stream, in any
+            order; None = no readouts. Readout i has position ``readouts[i]``.
         resets: (B, n_stream) bool, True where a stream token starts a new history; None = none.
             Readouts are not combined with resets.
         task_ids: (B,) task of every sequence, rows i and i + B/2 two segments of one task (T2MIR's

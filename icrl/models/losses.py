@@ -35,6 +35,22 @@ def _reduce(per_position: torch.Tensor, weights: torch.Tensor, mask: torch.Tenso
     return _weighted_mean(per_sample, weights)  # ()
 
 
+def reduce_positions(per_position: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The shared reduction of (B, T) per-position losses: ``sum_b w_b l_b / sum_b w_b`` with
+    ``l_b`` the (masked) mean over a sample's positions.
+
+    Args:
+        per_position: (B, T) losses.
+        weights: (B,) non-negative per-sample weights.
+        mask: (B, T), 1 where a position counts, or None.
+    """
+    B, T = per_position.shape
+    _check_weights(weights, B)
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    return _reduce(per_position, weights, mask)  # ()
+
+
 def head_loss(head: torch.nn.Module, out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
               mask: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted loss of an action head (``encoders.ActionHead``) over (B, T) predictions.

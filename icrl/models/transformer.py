@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,9 @@ class ModelConfig:
     balance_weight: float = 0.1  # t2mir: weight of the token MoE's load-balance loss
     contrast_weight: float = 0.01  # t2mir: weight of the task router's InfoNCE loss
     router_tau: float = 0.005  # t2mir: momentum of the task router's target, per optimiser step
+    world_model: bool = False  # DICP (icrl.models.dicp): also predict r and o' of a query action, to plan with
+    world_model_coef: float = 1.0  # DICP: lambda of L_policy + lambda (L_reward + L_next_obs)
+    reward_values: list = field(default_factory=list)  # DICP: the finite reward set to classify; [] = MSE regression
 
     def __post_init__(self) -> None:
         # Types first, strictly: a model.json is user input, and 1.5 or true must not pass as 1.
@@ -68,18 +71,27 @@ class ModelConfig:
             if value is None and name == "window":
                 continue
             setattr(self, name, integer(f"ModelConfig.{name}", value))
-        for name in ("bias", "rope"):
+        for name in ("bias", "rope", "world_model"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ModelConfig.{name} must be true or false, got {brief(getattr(self, name))}")
         for name in ("kind", "head", "backbone"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"ModelConfig.{name} must be a string, got {brief(getattr(self, name))}")
-        for name in ("dropout", "balance_weight", "contrast_weight", "router_tau"):
+        for name in ("dropout", "balance_weight", "contrast_weight", "router_tau", "world_model_coef"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"ModelConfig.{name} must be a number, got {brief(value)}")
         if self.kind not in ("ad", "dpt"):
             raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {brief(self.kind)}")
+        values = self.reward_values
+        if not isinstance(values, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+            raise ValueError(f"ModelConfig.reward_values must be a list of numbers, got {brief(values)}")
+        self.reward_values = [float(v) for v in values]
+        if len(set(self.reward_values)) != len(self.reward_values) or len(self.reward_values) == 1:
+            raise ValueError(f"ModelConfig.reward_values must be empty or at least 2 distinct values, got {brief(values)}")
+        if self.world_model_coef < 0:
+            raise ValueError(f"ModelConfig.world_model_coef must be >= 0, got {self.world_model_coef}")
         try:
             self.obs_space = space_to_dict(check_observation_space(space_from_dict(self.obs_space)))
         except (SpaceError, AssertionError) as e:  # gymnasium checks its arguments with assert
@@ -142,6 +154,9 @@ class ModelConfig:
         features = 2 * D + 2 * A + 2  # DPT's [s | a | r | s' | flag | r * one-hot(a)], wider than AD's
         params = (features + 1) * C + 2 * C + (C + 1) * out + 2 * D + 2 * A  # input, final LayerNorm, head
         T = self.block_size if self.kind == "ad" else 2 * self.block_size + 1
+        if self.world_model:  # DICP: the query-action embedding, the reward and next-obs heads, a query per step
+            params += (D + A + 2) * C + (C + 1) * (max(1, len(self.reward_values)) + D)
+            T += self.block_size
         if self.backbone == "s5":  # per layer: B~, C~ (complex), Lambda, dt, D, LayerNorm, the GLU's two Linears
             P = self.state_size // 2
             params += L * (4 * P * C + 2 * P + 2 * C * C + 5 * C)
@@ -153,6 +168,12 @@ class ModelConfig:
         return {"parameters (n_layer, n_embd, obs_space, action_space)": 4 * params,
                 "KV cache (n_layer, n_embd, block_size)": 4 * 2 * L * (self.block_size + 1) * C,
                 "attention (n_head, block_size)": T * T + 4 * self.n_head * T * T}
+
+    @property
+    def method(self) -> str:
+        """The method's name, the key of its results: ``ad``, ``dpt``, or ``dicp_ad`` / ``dicp_dpt``
+        with the world model of DICP (Son et al. 2025)."""
+        return f"dicp_{self.kind}" if self.world_model else self.kind
 
     @property
     def capacity(self) -> int | None:
@@ -444,7 +465,8 @@ class Transformer(nn.Module):
         if resets is not None:
             raise ValueError("a structure with readouts takes no resets")
         rows = slice(n, None) if K is None else slice(None)  # without a window only the readout rows need a mask
-        if structure.n_readouts == n + 1:  # a readout after every prefix: the same mask every batch
+        if structure.n_readouts == n + 1 and torch.equal(structure.readouts.cpu(), torch.arange(n + 1)):
+            # a readout after every prefix, in order: the same mask every batch
             mask = self._masks.get(("readout", n, K), device, lambda: readout_mask(n, window=K)[rows])
         else:
             mask = readout_mask(n, structure.readouts, K)[rows].to(device)  # (J or n+J, n+J)
