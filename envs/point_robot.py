@@ -110,6 +110,11 @@ class PointRobotTaskDistribution(TaskDistribution):
 
     env_id = "icrl/PointRobot-v0"
     task_shape = (2,)
+    # The square's 8 symmetries (signed permutations of the axes): the clipped step, the distance
+    # reward, the start box and the goal prior U(-1, 1)^2 are all invariant under them.
+    symmetries = tuple((m, m) for m in (np.array(p, dtype=np.float64) * np.array(sgn, dtype=np.float64)[:, None]
+                                       for p in ([[1, 0], [0, 1]], [[0, 1], [1, 0]])
+                                       for sgn in ((1, 1), (-1, 1), (1, -1), (-1, -1))))
     quadrature_points: int = 16
     baselines = ("random", "psrl", "oracle")  # psrl: posterior sampling over goals, a Bayesian in-context reference
 
@@ -328,6 +333,7 @@ class SparsePointRobotTaskDistribution(PointRobotTaskDistribution):
 
     env_id = "icrl/SparsePointRobot-v0"
     quadrature_points = 64
+    symmetries = tuple((m, m) for m in (np.eye(2), np.diag([-1.0, 1.0])))  # the prior's: x -> -x keeps y >= 0
 
     @staticmethod
     def _check_radius(goal_radius: Any) -> float:

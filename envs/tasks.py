@@ -104,6 +104,11 @@ class TaskDistribution(abc.ABC):
             plus ``oracle``), those that fit the family.
         reports_regret: The env reports the expected regret of every step in ``info["regret"]``
             (bandits): evaluation then reports cumulative regret per step, not return per episode.
+        symmetries: Linear symmetries of a ``Box`` family, ``(obs_matrix (k, k), action_matrix
+            (d, d))`` pairs: mapping every observation, next observation, action and oracle action
+            of a history by them (rewards unchanged) gives a history of the family's dynamics on
+            the task mapped alike, and the prior over tasks is invariant. Training can augment its
+            data with them (``data.symmetries``); empty for none.
     """
 
     env_id: str = ""
@@ -113,6 +118,7 @@ class TaskDistribution(abc.ABC):
     horizon: int
     baselines: tuple[str, ...] = ("random", "oracle")
     reports_regret: bool = False
+    symmetries: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     @abc.abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:

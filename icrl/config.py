@@ -125,6 +125,8 @@ class DataConfig:
     context_len: int = _f(0, "DPT: transitions in a context (readouts after every prefix 0..n); 0 = env horizon", min=0)
     readouts: int = _f(0, "DPT: readout prefixes per batch, drawn at random from 0..n (0 = all n+1); fewer is "
                        "cheaper and still an unbiased estimate of the all-prefix loss", min=0)
+    symmetries: bool = _f(False, "augment every training sample by one of the env family's declared symmetries "
+                          "(TaskDistribution.symmetries, e.g. the square's 8 on Point-Robot), drawn at random")
     seq_len: int = _f(0, "AD: steps per training window (across episodes of one history); 0 = whole history", min=0)
     episode_stride: int = _f(1, "train on every k-th episode of each history (episodes k-1, 2k-1, ...): a window then "
                              "spans k times as much of the learning process, so the model learns to improve k "
@@ -288,6 +290,8 @@ def validate_env(cfg: Config) -> None:
         fit = "categorical" if spec.discrete_actions else "gaussian or tanh"
         raise ConfigError(f"model.head: {head} does not fit the {'Discrete' if spec.discrete_actions else 'Box'} "
                           f"actions of {cfg.env.id}; use {fit} (or auto)")
+    if cfg.data.symmetries and not tuple(dist.symmetries):
+        raise ConfigError(f"data.symmetries: {cfg.env.id} declares no symmetries (TaskDistribution.symmetries)")
     from icrl.training import model_config
 
     model_config(cfg, spec, cfg.model.block_size or 1)  # the architecture's own checks (backbone, widths, window)

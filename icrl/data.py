@@ -14,12 +14,19 @@ Per-history weights (LHF, docs/architecture.md#learning-history-filtering-lhf) a
 scales their loss, "none" ignores them. Box actions are (N, d) floats, with a NaN row as AD's
 "no previous action" sentinel (docs/architecture.md#the-space-contract).
 
+``symmetries`` (a Box family's ``TaskDistribution.symmetries``, ``data.symmetries``) maps every
+sample by one of the family's linear symmetries, drawn per sample after every other draw of the
+batch: observations and next observations by its obs matrix, actions and action labels by its
+action matrix; a task seen under all of them counts as that many tasks.
+
 ``paired=True`` lays a batch out as two halves of segments of the same tasks, row i and row
 i + B/2 from one task (a second history of it, drawn by weight among the task's histories, or
 another window of the same one), with ``task_ids`` (B,): T2MIR's contrastive pairs.
 All randomness comes from the ``np.random.Generator`` passed to ``sample``.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,6 +35,10 @@ from icrl import envs
 from icrl.collectors import collect_block
 from icrl.histories import HistoryBatch
 from icrl.spaces import EnvSpec
+
+
+OBS_FIELDS = ("obs", "ctx_obs", "ctx_next_obs", "query_obs", "wm_next_obs")  # sample fields in obs units
+ACTION_FIELDS = ("prev_action", "target", "ctx_action")  # sample fields in action units (Box families)
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -46,6 +57,8 @@ class HistorySampler:
         weighting: "none", "sample" or "loss".
         readouts: DPT: prefixes read out per batch, a random subset of 0..n (0 = all).
         discrete_actions: actions are Discrete integers (False: Box floats, stored (N, *shape)).
+        symmetries: ``(obs_matrix (k, k), action_matrix (d, d))`` pairs to augment samples with
+            (module doc); empty for none.
         world_model: DICP (``icrl.models.dicp``): AD windows also carry the labels of the query
             actions, ``wm_reward`` (B, T) r_t and ``wm_next_obs`` (B, T, k) the stored o_{t+1};
             DPT's labels are its context's own (r_j, s'_j). With ``readouts`` > 0 a random subset of
@@ -55,8 +68,10 @@ class HistorySampler:
 
     def __init__(self, batch: HistoryBatch, kind: str, length: int, weights: np.ndarray | None = None,
                  weighting: str = "none", readouts: int = 0, discrete_actions: bool = True,
-                 world_model: bool = False) -> None:
+                 world_model: bool = False, symmetries: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
         self.kind, self.length, self.weighting, self.readouts = kind, length, weighting, readouts
+        self.symmetries = [(torch.as_tensor(o, dtype=torch.float32), torch.as_tensor(a, dtype=torch.float32))
+                           for o, a in symmetries]
         self.discrete, self.world_model = discrete_actions, world_model
         self.obs = _flat(batch.steps["obs"])  # (N, k)
         self.next_obs = _flat(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
@@ -135,7 +150,7 @@ class HistorySampler:
                 out.update(wm_reward=torch.as_tensor(self.reward[idx]), wm_next_obs=torch.as_tensor(self.next_obs[idx]))
                 if 0 < self.readouts < self.length:
                     out["wm_steps"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
-            return out
+            return self.augment(out, rng)
         # DPT: the query is a state the history visited; its label the oracle action there.
         q = self.offsets[h] + rng.integers(0, self.lengths[h])  # (B,)
         out.update(ctx_obs=torch.as_tensor(self.obs[idx]), ctx_action=torch.as_tensor(self.action[idx]),
@@ -145,6 +160,20 @@ class HistorySampler:
             out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
         if self.world_model and 0 < self.readouts < self.length:  # query transitions j -> (r_j, s'_j)
             out["wm_prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
+        return self.augment(out, rng)
+
+    def augment(self, out: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Map every sample of a batch by one of the symmetries, drawn with ``rng`` (none: unchanged)."""
+        if not self.symmetries:
+            return out
+        g = torch.as_tensor(rng.integers(len(self.symmetries), size=len(out["weights"])))  # (B,)
+        obs_m = torch.stack([o for o, _ in self.symmetries])[g]  # (B, k, k)
+        act_m = torch.stack([a for _, a in self.symmetries])[g]  # (B, d, d)
+        for key in out:
+            if key in OBS_FIELDS or key in ACTION_FIELDS:
+                m = obs_m if key in OBS_FIELDS else act_m
+                x = out[key]  # (B, ..., n): every row of sample b by its matrix (a NaN sentinel row stays NaN)
+                out[key] = torch.einsum("bij,bmj->bmi", m, x.reshape(len(x), -1, x.shape[-1])).reshape(x.shape)
         return out
 
 

@@ -62,8 +62,9 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n)."""
     d, kind = cfg.data, cfg.model.kind
     if d.source == "stream":
-        if d.episode_stride > 1:
-            raise ConfigError("data.episode_stride: subsampling applies to histories on disk (data.source: dataset)")
+        if d.episode_stride > 1 or d.symmetries:
+            key = "episode_stride: subsampling" if d.episode_stride > 1 else "symmetries: augmentation"
+            raise ConfigError(f"data.{key} applies to histories on disk (data.source: dataset)")
         steps = spec.horizon * cfg.collect.episodes
         n = (d.seq_len if kind == "ad" else d.context_len) or steps
         if n > steps:
@@ -75,6 +76,7 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                                  world_model=cfg.model.world_model), n
         except ValueError as e:
             raise ConfigError(f"data.source: {e}") from None
+    symmetries = family_symmetries(cfg)
     path = Path(d.dataset) if d.dataset else run_dir / "data"
     problems = verify(path)  # checksums first: a damaged shard is a clear error, not garbage or a traceback
     if problems:
@@ -108,10 +110,20 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
     try:
         return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions,
-                              world_model=cfg.model.world_model), length
+                              world_model=cfg.model.world_model, symmetries=symmetries), length
     except ValueError as e:
         stride = f" (histories as kept by data.episode_stride={d.episode_stride})" if d.episode_stride > 1 else ""
         raise ConfigError(f"data: {e}{stride}") from None
+
+
+def family_symmetries(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The env family's symmetries when ``data.symmetries`` asks for them (``load_config`` checked
+    that it declares some), else none."""
+    if not cfg.data.symmetries:
+        return ()
+    from icrl import envs
+
+    return tuple(envs.task_distribution(cfg.env.id, **cfg.env.kwargs).symmetries)
 
 
 def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
@@ -189,8 +201,9 @@ def better(score: float, best: float | None, lower_is_better: bool) -> bool:
 def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
     """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
     dataset, or a few batches of a stream (drawn with their own generator)."""
-    if isinstance(sampler, HistorySampler):
-        return sampler.obs
+    if isinstance(sampler, HistorySampler):  # under every symmetry the samples are mapped by
+        return np.concatenate([sampler.obs @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
+            else sampler.obs
     rows = []
     for _ in range(4):
         b = sampler.sample(rng, batch_size)

@@ -88,3 +88,33 @@ def test_stream_draws_fresh_tasks_and_mixes_sources():
     a, b = s.sample(rng, 6), s.sample(rng, 6)
     assert a["ctx_action"].shape == (6, 10) and not torch.equal(a["ctx_reward"], b["ctx_reward"])
     assert a["target"].max() < 3
+
+
+def test_symmetries_map_every_sample_by_one_drawn_matrix_after_the_other_draws():
+    """AD windows of a Box family: obs, the previous action and the label are mapped by the sample's
+    matrix (the first step's NaN sentinel stays NaN); with no symmetries the batch is unchanged."""
+    from icrl.histories import HistoryBatch
+
+    rng = np.random.default_rng(0)
+    n, L = 4, 30
+    steps = {"obs": rng.normal(size=(n * L, 2)).astype(np.float32), "action": rng.uniform(-1, 1, (n * L, 2)).astype(np.float32),
+             "reward": rng.normal(size=n * L).astype(np.float32), "terminated": np.zeros(n * L, bool),
+             "truncated": np.zeros(n * L, bool)}
+    batch = HistoryBatch(steps=steps, lengths=np.full(n, L), task=np.arange(n), task_params=np.zeros((n, 1)),
+                         run=np.zeros(n, np.int64), source=np.zeros(n, np.int64), episode_returns=[np.zeros(1)] * n)
+    swap = np.array([[0.0, -1.0], [1.0, 0.0]])  # a rotation by 90 degrees
+    plain = HistorySampler(batch, "ad", L, discrete_actions=False)
+    mapped = HistorySampler(batch, "ad", L, discrete_actions=False, symmetries=[(swap, swap)])
+    a = plain.sample(np.random.default_rng(1), 8)
+    b = mapped.sample(np.random.default_rng(1), 8)
+    m = torch.as_tensor(swap, dtype=torch.float32)
+    torch.testing.assert_close(b["obs"], a["obs"] @ m.T)
+    torch.testing.assert_close(b["target"], a["target"] @ m.T)
+    torch.testing.assert_close(b["prev_action"], a["prev_action"] @ m.T, equal_nan=True)
+    assert torch.isnan(b["prev_action"][:, 0]).all() == torch.isnan(a["prev_action"][:, 0]).all()
+    torch.testing.assert_close(b["prev_reward"], a["prev_reward"])
+    both = HistorySampler(batch, "ad", L, discrete_actions=False, symmetries=[(np.eye(2), np.eye(2)), (swap, swap)])
+    c = both.sample(np.random.default_rng(1), 64)
+    d = plain.sample(np.random.default_rng(1), 64)
+    same = (c["obs"] == d["obs"]).all(-1).all(-1)  # (B,) the identity's samples
+    assert 10 < int(same.sum()) < 54  # both matrices drawn

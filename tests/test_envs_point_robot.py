@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 import icrl.envs
 from icrl.envs import task_distribution
-from icrl.envs.point_robot import PointRobotTaskDistribution
+from icrl.envs.point_robot import PointRobotTaskDistribution, SparsePointRobotTaskDistribution
 
 DENSE, SPARSE = "icrl/PointRobot-v0", "icrl/SparsePointRobot-v0"
 IDS = [DENSE, SPARSE]
@@ -415,3 +415,26 @@ def test_kwargs_are_validated_per_family() -> None:
     assert task_distribution(SPARSE, goal_radius=1).goal_radius == 1.0
     with pytest.raises(ValueError, match="^radius: not a kwarg"):
         task_distribution(SPARSE, radius=0.1)
+
+
+@pytest.mark.parametrize("family", [PointRobotTaskDistribution, SparsePointRobotTaskDistribution])
+def test_declared_symmetries_map_histories_to_histories_of_the_mapped_goal(family):
+    """For every declared (M_obs, M_act): the mapped start, actions and goal give the mapped
+    positions, the same rewards and success, and the mapped oracle action; the prior is invariant."""
+    dist = family()
+    rng = np.random.default_rng(0)
+    goals = dist.sample(64, rng)  # (n, 2)
+    for m_obs, m_act in dist.symmetries:
+        obs, mobs = dist.start_obs(rng, 64), None
+        mobs = (obs.astype(np.float64) @ m_obs.T).astype(np.float32)
+        mgoals = goals @ m_obs.T
+        assert np.allclose(dist.check_tasks(mgoals), mgoals)  # the mapped goal is a task of the family
+        if family is SparsePointRobotTaskDistribution:
+            assert np.all(mgoals[:, 1] >= 0) and np.allclose(np.linalg.norm(mgoals, axis=1), 1.0)
+        for _ in range(20):
+            act = rng.uniform(-1.5, 1.5, size=(64, 2))
+            assert np.allclose(dist.oracle_action(mgoals, mobs), dist.oracle_action(goals, obs) @ m_act.T, atol=1e-6)
+            obs, r, ok = dist.transition(goals, obs, act)
+            mobs, mr, mok = dist.transition(mgoals, mobs, act @ m_act.T)
+            assert np.allclose(mobs, obs.astype(np.float64) @ m_obs.T, atol=1e-6)
+            assert np.allclose(mr, r, atol=1e-6) and np.array_equal(mok, ok)
