@@ -6,10 +6,14 @@ of one rollout's context. It asks a node for its policy output (``policy``), for
 reward and next observation of a query action (``imagine``: a readout, nothing committed), and
 moves it along an imagined transition (``advance``: that transition appended to its context);
 ``fork(rows)`` selects (and repeats) nodes. :class:`CachedImaginer` runs on the backbone's
-incremental state, forked with ``state.index`` so that all beams x actions of a depth are one
-batch and every node costs one token; :class:`ReencodeImaginer` re-encodes each node's whole
-context with the full pass, the reference's way, and serves as the check and the baseline of
-``scripts/bench_planning.py``.
+incremental state, forked with ``state.fork`` so that all beams x actions of a depth are one
+batch and every node costs one token. On an attention backbone a fork shares the rollout's cached
+context (``icrl.models.forks.ForkedCache``): a node holds its root row and the few tokens it
+imagined, a fork of a fork copies nothing until a node commits, so the N K A children of a depth
+are read out without building a state for any of them. ``CachedImaginer(share=False)`` forks
+with ``state.index`` instead, a full copy of each node's context (the check and baseline of the
+shared forks); :class:`ReencodeImaginer` re-encodes each node's whole context with the full pass,
+the reference's way. ``scripts/bench_planning.py`` times the three.
 
 Discrete actions, :func:`beam_search`:
 
@@ -25,6 +29,10 @@ Discrete actions, :func:`beam_search`:
 4. the kept children's imagined transitions are appended to their forked contexts, and the
    search goes one level deeper, ``depth`` levels in all; the first action of the best path is
    executed.
+
+The children of step 2 are forks that only name their beam (on shared forks nothing is copied for
+them): they read their query action out and are dropped, and only the ``beam_width`` kept ones
+commit a token, copying their beam's imagined suffix.
 
 ``order="policy"`` orders the actions of every node by its own policy output; ``order="root"``
 does so at the root only and expands deeper nodes in action-index order, as the reference code
@@ -69,24 +77,30 @@ class Imaginer(Protocol):
 
 
 class CachedImaginer:
-    """Nodes on the backbone's incremental state: a fork is ``state.index(rows)``, a query one readout
-    token (``commit=False``), an imagined transition one committed token.
+    """Nodes on the backbone's incremental state: a fork is ``state.fork(rows)`` (or
+    ``state.index(rows)``), a query one readout token (``commit=False``), an imagined transition
+    one committed token.
 
     Args:
         model: a DICP model (``DICPADModel`` / ``DICPDPTModel``) in eval mode.
-        state: the online state after the rollout's context (not changed: the root forks it).
+        state: the online state after the rollout's context (not changed: the root forks it, and it
+            must not commit while the nodes are used).
         obs: (n, k) the current observation of every node.
         policy_out: (n, out) the policy output at the nodes if known (AD: the last stream token's),
             else None (computed on demand).
+        share: fork with ``state.fork`` (nodes share the context); False: ``state.index``, a full
+            copy of every node's state.
     """
 
-    def __init__(self, model: Any, state: Any, obs: torch.Tensor, policy_out: torch.Tensor | None = None) -> None:
-        self.model, self.state, self.obs, self._policy = model, state, obs, policy_out
+    def __init__(self, model: Any, state: Any, obs: torch.Tensor, policy_out: torch.Tensor | None = None,
+                 share: bool = True) -> None:
+        self.model, self.state, self.obs, self._policy, self.share = model, state, obs, policy_out, share
         self.n = len(obs)
 
     def fork(self, rows: torch.Tensor) -> "CachedImaginer":
         pol = None if self._policy is None else self._policy[rows]  # (m, out)
-        return CachedImaginer(self.model, self.state.index(rows), self.obs[rows], pol)
+        state = self.state.fork(rows) if self.share else self.state.index(rows)
+        return CachedImaginer(self.model, state, self.obs[rows], pol, self.share)
 
     @torch.no_grad()
     def policy(self) -> torch.Tensor:

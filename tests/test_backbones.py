@@ -10,7 +10,7 @@ from icrl.config import ConfigError, load_config
 from icrl.data import HistorySampler
 from icrl.histories import HistoryBatch
 from icrl.models import BACKBONES, ADModel, DPTModel, ModelConfig, check_backbone, make_model
-from icrl.models.backbones import Structure
+from icrl.models.backbones import ATTENTION, Structure, make_backbone
 from icrl.models.t2mir import pooled_inputs
 from icrl.training import make_optimizer
 
@@ -80,6 +80,46 @@ def test_dpt_readouts_from_the_online_state_equal_the_full_pass_on_every_backbon
             if j < n:
                 model.append(cache, obs[:, j], act[:, j], rew[:, j], nxt[:, j])
         torch.testing.assert_close(torch.stack(online, 1), full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", list(ATTENTION))
+def test_a_fork_shares_the_context_and_holds_only_its_suffix(backbone):
+    """A fork keeps the root cache itself and, per node, only the tokens it committed; a fork of a
+    fork copies nothing until a node commits; a readout writes nothing; a root that moved on, or a
+    full linear cache, is an error that says so."""
+    torch.manual_seed(0)
+    net = make_backbone(config("ad", backbone, window=6)).eval()
+    state = net.init_state(2, "cpu", torch.float32)
+    x = torch.randn(2, 20, 16)  # (B, T, C)
+    with torch.no_grad():
+        for t in range(20):
+            net.step(x[:, t : t + 1], state)
+        node = state.fork(torch.tensor([1, 1, 0]))
+        assert node.root is state and node.k.shape == (2, 3, 2, 0, 8)  # (L, B, nh, d, hs): no suffix
+        for _ in range(2):
+            net.step(torch.randn(3, 1, 16), node)
+        assert node.k.shape == (2, 3, 2, 2, 8) and node.pos == 22 and state.pos == 20
+        children = node.fork(torch.arange(3).repeat_interleave(5))  # 5 actions of 3 beams
+        suffix = node.k.clone()
+        net.step(torch.randn(15, 1, 16), children, commit=False)
+        assert children.k is node.k and torch.equal(node.k, suffix)  # shared, and a readout wrote nothing
+        kept = children.fork(torch.tensor([0, 7]))
+        net.step(torch.randn(2, 1, 16), kept)
+        assert kept.k.shape == (2, 2, 2, 3, 8) and torch.equal(node.k, suffix)  # copied on write
+        if backbone == "t2mir":
+            assert kept.pool.root is state.pool and kept.pool.inputs.shape == (2, 3, 16)  # the pool's suffix only
+        net.step(x[:, :1], state)
+        with pytest.raises(ValueError, match="fork it again"):
+            net.step(torch.randn(2, 1, 16), kept)
+    net = make_backbone(config("ad", backbone)).eval()  # no window: a linear cache of block_size 40
+    state = net.init_state(1, "cpu", torch.float32)
+    with torch.no_grad():
+        for _ in range(40):
+            net.step(torch.randn(1, 1, 16), state)
+        node = state.fork(torch.tensor([0, 0]))
+        assert net.step(torch.randn(2, 1, 16), node, commit=False).shape == (2, 1, 16)  # a readout still fits
+        with pytest.raises(ValueError, match="cache is full"):
+            net.step(torch.randn(2, 1, 16), node)
 
 
 def test_s5_rollouts_run_past_the_training_length_at_constant_memory():

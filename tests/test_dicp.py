@@ -1,6 +1,6 @@
 """DICP (Son et al. 2025): the world-model loss on hand cases, its labels, online queries equal to
 the full pass on every backbone, the beam search on a controlled model and on real ones (forked
-state == re-encoding), and the commands end to end."""
+state on shared forks == on copies == re-encoding), and the commands end to end."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ from icrl.cli import main
 from icrl.data import HistorySampler
 from icrl.histories import HistoryBatch
 from icrl.models import ADModel, BACKBONES, DPTModel, ModelConfig, dicp_loss, head_loss, make_model
+from icrl.models.backbones import ATTENTION
 from icrl.models.encoders import first_action
 from icrl.planning import CachedImaginer, ReencodeImaginer, action_order, beam_search, candidate_search
 from icrl.spaces import space_to_dict
@@ -269,41 +270,76 @@ def test_candidate_search_takes_the_candidate_of_highest_predicted_reward():
     assert torch.equal(candidate_search(flat, m.head, 5, np.random.default_rng(0)), torch.zeros(3, 2))  # ties: the mean
 
 
-# ---- the planner on real models: forked state == re-encoding -------------------------------------
+# ---- the planner on real models: shared forks == copied forks == re-encoding -----------------------
 
 def _rollout(m, kind, steps, n=3, seed=0):
-    """A random rollout of ``steps`` steps: the online cache, the embedded tokens and the root nodes."""
+    """A random rollout of ``steps`` steps: the online cache and the root nodes on shared forks
+    (``state.fork``), on copied forks (``state.index``) and re-encoding the embedded tokens."""
     g = torch.Generator().manual_seed(seed)
     obs = torch.randint(0, 9, (n, steps + 1, 2), generator=g)
     act = torch.randint(0, 5, (n, steps), generator=g)
     rew = torch.randint(0, 2, (n, steps), generator=g).double()
-    cache, tokens = m.new_cache(n), []
+    cache, tokens, out = m.new_cache(n), [], None
     if kind == "ad":
         pa, pr = first_action(m.config.action, n), torch.zeros(n, dtype=torch.float64)
         for t in range(steps):
             out = m.step(cache, obs[:, t], pa, pr)
             tokens.append(m.embed_tokens(obs[:, t, None], pa[:, None], pr[:, None]))
             pa, pr = act[:, t], rew[:, t]
-        return cache, CachedImaginer(m, cache, obs[:, steps - 1], out), ReencodeImaginer(m, torch.cat(tokens, 1), obs[:, steps - 1])
-    for t in range(steps):
-        m.append(cache, obs[:, t], act[:, t], rew[:, t], obs[:, t + 1])
-        tokens.append(m.transition_token(obs[:, t], act[:, t], rew[:, t], obs[:, t + 1]))
-    return cache, CachedImaginer(m, cache, obs[:, steps]), ReencodeImaginer(m, torch.cat(tokens, 1), obs[:, steps])
+        last = obs[:, steps - 1]
+    else:
+        for t in range(steps):
+            m.append(cache, obs[:, t], act[:, t], rew[:, t], obs[:, t + 1])
+            tokens.append(m.transition_token(obs[:, t], act[:, t], rew[:, t], obs[:, t + 1]))
+        last = obs[:, steps]
+    return (cache, CachedImaginer(m, cache, last, out), CachedImaginer(m, cache, last, out, share=False),
+            ReencodeImaginer(m, torch.cat(tokens, 1), last))
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES))
+# every backbone; the attention ones with windows 6 and 4 (a 14-step context wraps the ring, and a
+# depth of 7 > 4 lets a node's own first imagined tokens leave the window too) and without one
+PLANNER_CASES = [(b, w) for b in BACKBONES for w in ((6, 4, None) if b in ATTENTION else (None,))]
+
+
+@pytest.mark.parametrize("backbone, window", PLANNER_CASES)
 @pytest.mark.parametrize("kind", ["ad", "dpt"])
-def test_forked_state_planner_equals_reencoding_planner(kind, backbone):
-    m = model(config(kind, backbone))
+def test_planner_on_shared_forks_equals_copied_forks_and_reencoding(kind, backbone, window):
+    """The beam search on forks that share the rollout's context chooses the same actions, paths
+    and scores as on full copies of the state and as re-encoding every node's context."""
+    m = model(config(kind, backbone, window=window, block_size=32))
     with torch.no_grad():
         m.world.reward.bias.copy_(torch.tensor([0.0, 0.02]))  # some rewards predicted, not all
-    cache, forked, naive = _rollout(m, kind, 14)
-    depth = torch.tensor([5, 2, 4])
-    for greedy in (True, False):
-        a = beam_search(forked, 5, depth, 10, np.random.default_rng(3), greedy=greedy)
-        b = beam_search(naive, 5, depth, 10, np.random.default_rng(3), greedy=greedy)
-        assert torch.equal(a.action, b.action) and torch.equal(a.path, b.path) and torch.equal(a.score, b.score)
+    cache, shared, copied, naive = _rollout(m, kind, 14)
+    depth = torch.tensor([7, 2, 5])
+    scores = set()
+    for greedy, order in ((True, "policy"), (False, "policy"), (False, "root")):
+        a, b, c = (beam_search(root, 5, depth, 10, np.random.default_rng(3), greedy=greedy, order=order)
+                   for root in (shared, copied, naive))
+        for other in (b, c):
+            assert torch.equal(a.action, other.action) and torch.equal(a.path, other.path)
+            assert torch.equal(a.score, other.score)
+        scores.update(a.score.tolist())
+    assert len(scores) > 1  # the world model tells paths apart: the equality is not between constant plans
     assert cache.pos == 14  # the search only forked the rollout's state
+    # along one imagined path of 7 steps, forked twice on the way, the policy outputs agree to rounding
+    path = torch.randint(0, 5, (7, 6), generator=torch.Generator().manual_seed(4))  # (depth, nodes) actions
+    walks = [_walk(root, path) for root in (shared, copied, naive)]
+    for other in walks[1:]:
+        for got, want in zip(walks[0], other):
+            assert torch.allclose(got, want, atol=1e-10)
+
+
+def _walk(root, path):
+    """The policy outputs of nodes that follow ``path`` (depth, n) from repeated and reordered rows
+    of ``root`` (re-forked every two steps), each step taking the world model's predicted outcome."""
+    node, out = root.fork(torch.tensor([2, 0, 1, 2, 0, 1])), []
+    for d, actions in enumerate(path):
+        out.append(node.policy())
+        reward, next_obs = node.imagine(actions)
+        node.advance(actions, reward, next_obs)
+        if d % 2:
+            node = node.fork(torch.tensor([1, 0, 3, 2, 5, 4]))
+    return out + [node.policy()]
 
 
 def test_forked_candidate_search_equals_reencoding_on_box_actions():

@@ -13,7 +13,12 @@ Every backbone offers:
   time for online rollouts, (B, 1, C) -> (B, 1, C), equal to the full pass at that token. With
   ``commit=False`` the token is a readout: it sees the state and is not added to it. A state has
   ``pos`` (tokens committed), ``copy()`` and ``index(idx)`` (rows of the batch, repeated or
-  reordered), so a planner can fork rollouts.
+  reordered, as new states), and ``fork(rows)``: search nodes continuing those rows that a
+  planner steps instead of the rollout's state. A fork may share the state's context rather than
+  copy it (the transformer's ``ForkedCache``: the root cache, each node's root row and the tokens
+  the node committed since; S5 just indexes its small state); it steps like the rows it
+  continues, forks again (``fork``, ``copy``, ``index``) without copying shared parts, and is
+  valid until the forked state commits another token.
 - ``aux_loss()``: the auxiliary loss of the last full pass (None for a backbone without one), which
   the trainer adds to the action loss; ``after_step()`` after every optimiser step (T2MIR's momentum router);
   ``no_weight_decay()``: parameters kept out of weight decay beyond the biases and gains.
@@ -144,7 +149,7 @@ def check_backbone(name: str, seed: int = 0, atol: float = 1e-4) -> None:
     full pass for a plain stream, a windowed stream (attention backbones) and a stream with
     readouts (a readout from the state equals the readout row of the full pass, and leaves the
     state as it was); a reset makes a packed sequence equal two separate ones; ``copy`` and
-    ``index`` of a state continue exactly as the original rows.
+    ``index`` of a state continue exactly as the original rows; ``fork`` as :func:`check_fork` says.
     """
     from icrl.models.transformer import ModelConfig
 
@@ -187,6 +192,7 @@ def check_backbone(name: str, seed: int = 0, atol: float = 1e-4) -> None:
         a = net.step(nxt, state)
         assert torch.allclose(net.step(nxt, fork), a, atol=atol), f"{name}: a copied state diverged"
         assert torch.allclose(net.step(nxt[rows], picked), a[rows], atol=atol), f"{name}: an indexed state diverged"
+        check_fork(name, net, x, window, atol)
         # resets: two histories packed into one sequence equal the two run apart
         resets = torch.zeros(B, T, dtype=torch.bool)
         resets[:, 0] = resets[:, 5] = True
@@ -196,6 +202,49 @@ def check_backbone(name: str, seed: int = 0, atol: float = 1e-4) -> None:
             f"{name}: a reset did not start a new history"
         aux = net.aux_loss()
         assert aux is None or (torch.is_tensor(aux) and aux.dim() == 0), f"{name}: aux_loss() must be None or a scalar"
+
+
+@torch.no_grad()
+def check_fork(name: str, net: nn.Module, x: torch.Tensor, window: int | None, atol: float) -> None:
+    """``state.fork``: nodes forked from rows of a state, stepped d tokens with a readout before
+    each (and forked again half way, rows repeated and reordered), equal the full pass over their
+    rows' context plus those d tokens; the root state is left as it was.
+
+    Args:
+        name: the backbone's name (for the messages).
+        net: the backbone, float64, in eval mode.
+        x: (B, T, C) stream tokens; the first T - 3 are the context.
+        window: the attention window (None: none); the context and d are longer than a window of 5,
+            so root tokens and the node's own first tokens leave it.
+        atol: tolerance of the comparisons.
+    """
+    B, T, C = x.shape
+    c, d = T - 3, 6
+    rows = torch.tensor([2, 0, 2, 1])  # (n,) root row of every node
+    g = torch.Generator().manual_seed(1)
+    extra = torch.randn(len(rows), d, C, generator=g, dtype=x.dtype)  # (n, d, C) the imagined tokens
+    queries = torch.randn(len(rows), d + 1, C, generator=g, dtype=x.dtype)  # (n, d+1, C) a readout after each
+    seq = torch.cat((x[rows, :c], extra, queries), dim=1)  # (n, c+2d+1, C)
+    full = net(seq, Structure(c + d, window, readouts=torch.arange(c, c + d + 1)))  # (n, c+2d+1, C)
+    state = net.init_state(B, x.device, x.dtype)
+    for t in range(c):
+        net.step(x[:, t : t + 1], state)
+    node = state.fork(rows)
+    ref = torch.arange(len(rows))  # (n,) row of ``full`` every node follows
+    for i in range(d + 1):
+        got = net.step(queries[ref, i : i + 1], node, commit=False)  # (n, 1, C)
+        assert torch.allclose(got[:, 0], full[ref, c + d + i], atol=atol), f"{name}: a fork's readout after {i} differs"
+        if i == d // 2:  # a fork of the fork: repeated and reordered nodes
+            sub = torch.tensor([3, 0, 0, 2])
+            node, ref = node.fork(sub), ref[sub]
+        if i < d:
+            got = net.step(extra[ref, i : i + 1], node)  # (n, 1, C)
+            assert torch.allclose(got[:, 0], full[ref, c + i], atol=atol), \
+                f"{name}: a fork's token {i} differs from the full pass (window {window})"
+    assert node.pos == c + d, f"{name}: a fork's pos is {node.pos} after {d} tokens on {c}"
+    assert state.pos == c, f"{name}: forking moved the state on"
+    again = net(x[:, : c + 1], Structure(c + 1, window))[:, c]  # (B, C)
+    assert torch.allclose(net.step(x[:, c : c + 1], state)[:, 0], again, atol=atol), f"{name}: a fork changed its root"
 
 
 class BackboneModel(nn.Module):

@@ -264,6 +264,80 @@ class PoolState:
         out.ring = None if self.ring is None else self.ring[idx]
         return out
 
+    def fork(self, rows: torch.Tensor) -> "ForkedPool":
+        """Search nodes continuing batch rows ``rows`` that share this pool (:class:`ForkedPool`)."""
+        return ForkedPool(self, rows)
+
+
+class ForkedPool:
+    """The pools of search nodes forked from a :class:`PoolState`, sharing its ring.
+
+    A node's pool after the fork is the root row's sum plus the inputs the node pushed, minus those
+    that left the window; the input leaving a window K at push p is the one of position p - K, read
+    from the root's ring while it is a root token and from the node's own inputs after that. So a
+    node holds its sum (C) and its d inputs instead of a copy of the K-slot ring. As in
+    ``ForkedCache``, ``fork`` only indexes (``rows`` names each node's row of ``total`` and
+    ``inputs``) and ``push`` makes the node's own tensors (copy on write): nothing shared is written.
+
+    Attributes:
+        root: the forked :class:`PoolState`; it must not push while its forks are used.
+        base: ``root.pos`` at the fork.
+        parent: (B,) int64 root row of every node.
+        total: (S, C) float64 pool sums per row (the root's own sums until a node pushes).
+        inputs: (S, d, C) float64 inputs pushed since the fork, per row (with a window).
+        rows: (B,) int64 row of ``total`` and ``inputs`` of every node, or None when node i owns row i.
+        pos: tokens in the node's history, ``base + d``.
+    """
+
+    def __init__(self, root: PoolState, rows: torch.Tensor) -> None:
+        rows = rows.to(root.total.device)
+        self.root, self.base, self.pos, self.window = root, root.pos, root.pos, root.window
+        self.parent, self.rows = rows, rows
+        self.total = root.total  # (N, C): node i's sum is the root's total[rows[i]] until it pushes
+        self.inputs = root.total.new_zeros(root.total.shape[0], 0, root.total.shape[1])  # (N, 0, C)
+
+    def fork(self, rows: torch.Tensor) -> "ForkedPool":
+        """Nodes ``rows`` of this fork (repeats allowed), sharing the root and every node's tensors."""
+        out = copy.copy(self)
+        out.parent = self.parent[rows]  # (B',)
+        out.rows = rows if self.rows is None else self.rows[rows]  # (B',)
+        return out
+
+    def _own(self, t: torch.Tensor) -> torch.Tensor:
+        """Every node's row of ``total`` or ``inputs``, (S, ...) -> (B, ...); checks that the root
+        has not moved on."""
+        if self.root.pos != self.base:
+            raise ValueError(f"the forked pool took {self.root.pos - self.base} tokens since the fork; fork it again")
+        return t if self.rows is None else t[self.rows]  # (B, ...)
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """Add one token's input (B, C) to every node's pool and return its mean, (B, C) float64."""
+        x = x.to(torch.float64)  # (B, C)
+        total, inputs = self._own(self.total), self._own(self.inputs)  # (B, C), (B, d, C)
+        if self.window is None:
+            total = total + x  # (B, C)
+            n = self.pos + 1
+        else:
+            gone = self.pos - self.window  # the position leaving the window (PoolState's ring slot)
+            if gone < 0:
+                leaving = torch.zeros_like(x)  # (B, C) an empty ring slot
+            elif gone < self.base:
+                leaving = self.root.ring[self.parent, gone % self.window]  # (B, C) a root token
+            else:
+                leaving = inputs[:, gone - self.base]  # (B, C) one of the node's own
+            total = total + (x - leaving)  # (B, C), as PoolState.push adds it
+            inputs = torch.cat((inputs, x[:, None]), dim=1)  # (B, d+1, C)
+            n = min(self.pos + 1, self.window)
+        self.total, self.inputs, self.rows = total, inputs, None
+        self.pos += 1
+        return total / n  # (B, C)
+
+    def peek(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean a readout token (B, C) is routed from, the pools left unchanged; (B, C) float64."""
+        total = self._own(self.total)  # (B, C)
+        n = self.pos if self.window is None else min(self.pos, self.window)
+        return (total + x.to(torch.float64)) / (n + 1)  # (B, C)
+
 
 def causal_mean(x: torch.Tensor, window: int | None) -> torch.Tensor:
     """Mean of each token's input with those before it, over the last ``window`` tokens if given.

@@ -482,6 +482,11 @@ class S5State:
         out.pos = self.pos
         return out
 
+    def fork(self, rows: torch.Tensor) -> "S5State":
+        """Search nodes continuing rows ``rows``: ``index(rows)``, the state being small (n_layer x P
+        per node) and of fixed size, so there is no context to share."""
+        return self.index(rows)
+
 
 class S5Backbone(nn.Module):
     """``model.backbone: s5``: an :class:`S5Stack` under the backbone contract (icrl.models.backbones).

@@ -14,7 +14,8 @@ token-wise and a task-wise mixture of experts side by side (:class:`icrl.models.
   ``-log exp(q_i^T W k_i) / sum_j exp(q_i^T W k_j)``, queries from the online router, keys from the
   momentum router, W learned. Training batches pair segments by task (``task_ids``).
 
-The online state is the KV cache plus the task router's pool (:class:`RoutedCache`); both fork.
+The online state is the KV cache plus the task router's pool (:class:`RoutedCache`); both copy, index
+and fork (sharing the context: :class:`ForkedRoutedCache`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from icrl.models.backbones import Structure
-from icrl.models.moe import PoolState, T2MIRFeedForward
+from icrl.models.moe import ForkedPool, PoolState, T2MIRFeedForward
+from icrl.models.forks import ForkedCache
 from icrl.models.transformer import Block, KVCache, ModelConfig, Transformer
 
 
@@ -73,6 +75,32 @@ class RoutedCache(KVCache):
         out.pool = None if self.pool is None else self.pool.index(idx)
         return out
 
+    def fork(self, rows: torch.Tensor) -> ForkedRoutedCache:
+        """Search nodes on rows ``rows`` sharing the keys, values and pool ring (``KVCache.fork``).
+
+        Args:
+            rows: (B',) int64 row of this cache every node continues.
+
+        Returns:
+            A :class:`ForkedRoutedCache` of B' nodes.
+        """
+        out = ForkedRoutedCache(self, rows)
+        out.pool = None if self.pool is None else self.pool.fork(out.parent)
+        return out
+
+
+class ForkedRoutedCache(ForkedCache):
+    """A fork of a :class:`RoutedCache`: a :class:`ForkedCache` plus the pool's fork (``pool``, a
+    :class:`ForkedPool`, or None), which shares the root's ring as the cache shares its keys."""
+
+    pool: ForkedPool | None
+
+    def fork(self, rows: torch.Tensor) -> ForkedRoutedCache:
+        """Nodes ``rows`` of this fork, the cache and the pool sharing what they hold (``ForkedCache.fork``)."""
+        out = super().fork(rows)
+        out.pool = None if self.pool is None else self.pool.fork(rows)
+        return out
+
 
 class T2MIR(Transformer):
     """Transformer blocks, the last one's feed-forward a :class:`T2MIRFeedForward` (see module doc)."""
@@ -112,8 +140,12 @@ class T2MIR(Transformer):
     def step_block(self, block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    cache: Any, layer: int, slot: int, n_keys: int, commit: bool) -> torch.Tensor:
         if block is not self.h[-1]:
-            return block.decode(x, cos, sin, cache.k[layer], cache.v[layer], slot, n_keys)
-        x = x + block.attn.decode(block.ln_1(x), cos, sin, cache.k[layer], cache.v[layer], slot, n_keys)  # (B, 1, C)
+            return super().step_block(block, x, cos, sin, cache, layer, slot, n_keys, commit)
+        u = block.ln_1(x)  # (B, 1, C)
+        if isinstance(cache, ForkedCache):
+            x = x + block.attn.decode_fork(u, cos, sin, cache, layer, commit)  # (B, 1, C)
+        else:
+            x = x + block.attn.decode(u, cos, sin, cache.k[layer], cache.v[layer], slot, n_keys)  # (B, 1, C)
         return x + block.mlp.decode(block.ln_2(x), cache.pool, commit)  # (B, 1, C)
 
     def after_init(self, generator: torch.Generator | None) -> None:

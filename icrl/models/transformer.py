@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from icrl.models.backbones import (ATTENTION, BACKBONES, Structure, banded_causal_mask, readout_mask,
                                    segment_mask)
 from icrl.models.encoders import HEADS, discrete_sizes, resolve_head
+from icrl.models.forks import ForkedCache
 from icrl.spaces import SpaceError, check_action_space, check_observation_space, space_from_dict, space_to_dict
 from icrl.typed import brief, integer
 
@@ -276,7 +277,8 @@ class KVCache:
     banded-mask attention of the full pass. ``ring=False`` (no window): a linear buffer of
     ``capacity`` tokens. One scratch slot after the context slots holds a readout token
     (``commit=False``, e.g. DPT's query) while it attends to the context; it is never counted as
-    context. ``copy`` and ``index`` fork the cache for planning.
+    context. ``copy`` and ``index`` copy rows of the cache; ``fork`` makes search nodes that share
+    it (:class:`ForkedCache`, for planning).
 
     Attributes:
         k, v: (n_layer, B, nh, n_slots, hs) buffers, written in place.
@@ -318,6 +320,18 @@ class KVCache:
         out.k, out.v = self.k[:, idx], self.v[:, idx]  # (L, len(idx), nh, S, hs)
         out.batch_size = len(idx)
         return out
+
+    def fork(self, rows: torch.Tensor) -> ForkedCache:
+        """Search nodes continuing batch rows ``rows`` (repeats allowed) that share this cache's
+        context instead of copying it (:class:`ForkedCache`); valid until this cache commits again.
+
+        Args:
+            rows: (B',) int64 row of this cache every node continues.
+
+        Returns:
+            A :class:`ForkedCache` of B' nodes at this cache's ``pos``.
+        """
+        return ForkedCache(self, rows)
 
     @property
     def n_valid(self) -> int:
@@ -386,6 +400,13 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q.to(keys.dtype), keys, values, is_causal=False)  # (B, nh, 1, hs)
         return self._out(y.to(x.dtype))  # (B, 1, C)
 
+    def decode_fork(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: ForkedCache, layer: int,
+                    commit: bool) -> torch.Tensor:
+        """One token per node of a fork: (B, 1, C) -> (B, 1, C); see ``ForkedCache.attend``."""
+        q, k, v = self._qkv(x, cos, sin)  # (B, nh, 1, hs) each
+        y = cache.attend(layer, q, k, v, commit)  # (B, nh, 1, hs)
+        return self._out(y.to(x.dtype))  # (B, 1, C)
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward block, 4x expansion with GELU (GPT-2)."""
@@ -421,6 +442,12 @@ class Block(nn.Module):
                cache_v: torch.Tensor, slot: int, n_keys: int) -> torch.Tensor:
         """One cached token: (B, 1, C) -> (B, 1, C); see ``CausalSelfAttention.decode``."""
         x = x + self.attn.decode(self.ln_1(x), cos, sin, cache_k, cache_v, slot, n_keys)  # (B, 1, C)
+        return x + self.mlp(self.ln_2(x))  # (B, 1, C)
+
+    def decode_fork(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: ForkedCache, layer: int,
+                    commit: bool) -> torch.Tensor:
+        """One token per node of a fork: (B, 1, C) -> (B, 1, C); see ``ForkedCache``."""
+        x = x + self.attn.decode_fork(self.ln_1(x), cos, sin, cache, layer, commit)  # (B, 1, C)
         return x + self.mlp(self.ln_2(x))  # (B, 1, C)
 
 
@@ -491,8 +518,10 @@ class Transformer(nn.Module):
         return block(x, cos, sin, mask, is_causal, n_causal)
 
     def step_block(self, block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   cache: KVCache, layer: int, slot: int, n_keys: int, commit: bool) -> torch.Tensor:
+                   cache: KVCache | ForkedCache, layer: int, slot: int, n_keys: int, commit: bool) -> torch.Tensor:
         """One block of ``step``: (B, 1, C) -> (B, 1, C)."""
+        if isinstance(cache, ForkedCache):
+            return block.decode_fork(x, cos, sin, cache, layer, commit)
         return block.decode(x, cos, sin, cache.k[layer], cache.v[layer], slot, n_keys)
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -521,22 +550,28 @@ class Transformer(nn.Module):
             )
         return pos, pos + 1
 
-    def step(self, x: torch.Tensor, cache: KVCache, commit: bool = True) -> torch.Tensor:
+    def step(self, x: torch.Tensor, cache: KVCache | ForkedCache, commit: bool = True) -> torch.Tensor:
         """Run one token at position ``cache.pos`` against the cache.
 
         Args:
             x: (B, 1, C) embedding of the new token.
-            cache: from ``init_state``; ``cache.pos`` advances by one if ``commit``.
+            cache: from ``init_state``, or a fork of one (``cache.fork``); ``cache.pos`` advances by
+                one if ``commit``.
             commit: False for a readout: the token attends to the cached context and to itself
                 and leaves the context unchanged. It sits in the slot the next context token will
-                overwrite, or, once a ring is full, in the scratch slot after the ring.
+                overwrite, or, once a ring is full, in the scratch slot after the ring (a fork
+                writes nothing for a readout).
 
         Returns:
             (B, 1, C) final hidden state of the token.
         """
         if x.shape[0] != cache.batch_size:
             raise ValueError(f"batch of {x.shape[0]} tokens for a cache built for batch_size={cache.batch_size}")
-        slot, n_keys = self.slot(cache, commit)
+        if isinstance(cache, ForkedCache):
+            cache.prepare(commit)
+            slot, n_keys = cache.depth, 0  # unused: a fork places its token itself
+        else:
+            slot, n_keys = self.slot(cache, commit)
         positions = torch.tensor([cache.pos], dtype=torch.long, device=x.device)  # (1,)
         cos, sin = self._rope(positions, x.dtype)  # (1, hs/2) each, or None
         for i, block in enumerate(self.h):
