@@ -151,8 +151,9 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
                            experts_per_token=m.experts_per_token, balance_weight=m.balance_weight,
                            contrast_weight=m.contrast_weight, router_tau=m.router_tau, world_model=m.world_model,
                            world_model_coef=m.world_model_coef, reward_values=list(m.reward_values))
-    except ValueError as e:
-        raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
+    except ValueError as e:  # "ModelConfig.<field> ..." names the config key model.<field>
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"model.{msg[len('ModelConfig.'):]}" if msg.startswith("ModelConfig.") else f"model: {msg}") from None
     if mcfg.memory_bytes() > max_model_bytes():  # a model its own checkpoint could not be loaded as
         raise ConfigError(f"model: about {mcfg.memory_bytes() / 2**30:.1f} GiB for one sequence, over the "
                           f"{max_model_bytes() / 2**30:.1f} GiB bound (raise it with ICRL_MAX_MODEL_BYTES)")
