@@ -199,30 +199,32 @@ def better(score: float, best: float | None, lower_is_better: bool) -> bool:
     return best is None or (score < best if lower_is_better else score > best)
 
 
-def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
-    dataset, or a few batches of a stream (drawn with their own generator)."""
-    if isinstance(sampler, HistorySampler):  # under every symmetry the samples are mapped by
-        return np.concatenate([sampler.obs @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
-            else sampler.obs
+def stream_rows(sampler: Any, rng: np.random.Generator, batch_size: int, keys: tuple[str, str]) -> np.ndarray:
+    """A field of four stream batches (the first of ``keys`` a batch holds: AD's name, DPT's), its
+    (B, T, ...) rows flattened to (N, ...), drawn with their own generator ``rng``."""
     rows = []
     for _ in range(4):
         b = sampler.sample(rng, batch_size)
-        x = b["obs"] if "obs" in b else b["ctx_obs"]  # (B, T, k)
-        rows.append(x.reshape(-1, x.shape[-1]))
-    return torch.cat(rows).numpy()  # (N, k)
+        x = b[keys[0]] if keys[0] in b else b[keys[1]]  # (B, T, ...)
+        rows.append(x.reshape(-1, *x.shape[2:]))  # (B*T, ...)
+    return torch.cat(rows).numpy()  # (N, ...)
+
+
+def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
+    dataset (under every symmetry the samples are mapped by), or a few batches of a stream."""
+    if isinstance(sampler, HistorySampler):
+        return np.concatenate([sampler.obs @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
+            else sampler.obs
+    return stream_rows(sampler, rng, batch_size, ("obs", "ctx_obs"))  # (N, k)
 
 
 def training_rewards(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
     """Rewards the model trains on, (N,), for DICP's reward normalisation: the whole dataset, or a
-    few batches of a stream (drawn with their own generator)."""
+    few batches of a stream."""
     if isinstance(sampler, HistorySampler):
         return sampler.reward
-    rows = []
-    for _ in range(4):
-        b = sampler.sample(rng, batch_size)
-        rows.append((b["wm_reward"] if "wm_reward" in b else b["ctx_reward"]).reshape(-1))
-    return torch.cat(rows).numpy()  # (N,)
+    return stream_rows(sampler, rng, batch_size, ("wm_reward", "ctx_reward"))  # (N,)
 
 
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:

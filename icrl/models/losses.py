@@ -25,6 +25,12 @@ def _check_weights(weights: torch.Tensor, B: int) -> None:
         raise ValueError(f"weights must have shape (B,) = ({B},), got {tuple(weights.shape)}")
 
 
+def _check_weights_and_mask(weights: torch.Tensor, mask: torch.Tensor | None, B: int, T: int) -> None:
+    _check_weights(weights, B)
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+
+
 def _reduce(per_position: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, T) per-position losses -> sum_b w_b l_b / sum_b w_b with l_b the (masked) mean over T."""
     if mask is None:
@@ -45,9 +51,7 @@ def reduce_positions(per_position: torch.Tensor, weights: torch.Tensor, mask: to
         mask: (B, T), 1 where a position counts, or None.
     """
     B, T = per_position.shape
-    _check_weights(weights, B)
-    if mask is not None and mask.shape != (B, T):
-        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    _check_weights_and_mask(weights, mask, B, T)
     return _reduce(per_position, weights, mask)  # ()
 
 
@@ -78,9 +82,7 @@ def head_loss(head: torch.nn.Module, out: torch.Tensor, target: torch.Tensor, we
         if target.shape != (B, T, head.d):
             raise ValueError(f"targets must have shape (B, T, d) = {(B, T, head.d)} or (B, d), got "
                              f"{tuple(target.shape)}")
-    _check_weights(weights, B)
-    if mask is not None and mask.shape != (B, T):
-        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    _check_weights_and_mask(weights, mask, B, T)
     if head.kind == "categorical" and mask is not None:
         target = torch.where(mask > 0, target.long(), 0)  # padding labels (e.g. -1) replaced by a valid class
     return _reduce(head.loss(out, target), weights, mask)  # ()
@@ -107,9 +109,7 @@ def ad_loss(logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor,
     B, T, A = logits.shape
     if actions.shape != (B, T):
         raise ValueError(f"actions must have shape (B, T) = {(B, T)}, got {tuple(actions.shape)}")
-    _check_weights(weights, B)
-    if mask is not None and mask.shape != (B, T):
-        raise ValueError(f"mask must have shape (B, T) = {(B, T)}, got {tuple(mask.shape)}")
+    _check_weights_and_mask(weights, mask, B, T)
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     m = None if mask is None else mask.to(dtype)  # (B, T)
     # Masked positions may hold padding labels (e.g. -1): replace them by a valid class first.
