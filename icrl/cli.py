@@ -111,9 +111,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    from icrl.filtering import filter_dataset, plot_best_worst
-    from icrl.lock import folder_lock
-    from icrl.store import HistoryStore
+    from icrl.filtering import filter_stage
     from icrl.tracking import Tracker
 
     cfg = _load(args.config, args.overrides)
@@ -123,12 +121,12 @@ def cmd_filter(args: argparse.Namespace) -> int:
     if not Path(data).is_dir():
         raise ConfigError(f"--data: dataset folder {data} does not exist; pass the --out folder of `icrl collect`")
     try:
-        with folder_lock(data, "filter"):
-            report = filter_dataset(cfg, data)
-            with HistoryStore(data) as store:
-                plot = plot_best_worst(store, report, Path(data) / "lhf_best_worst.png")
+        report = filter_stage(cfg, data)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--data: {str(e).splitlines()[0]}") from None
+    if report is None:  # a torchrun rank other than 0: rank 0 wrote them
+        return 0
+    plot = report["plot"]
     print(f"LHF ({cfg.filter.mode}, lambda {cfg.filter.lam}, use {cfg.filter.use}) on {report['n_histories']} "
           f"histories of {report['n_tasks']} tasks; weights in {Path(data) / 'lhf.h5'}")
     print(f"{'source':<12} {'U mean':>7} {'U std':>6} {'U q25':>6} {'U q75':>6} {'kept':>6} {'dropped':>7} {'copies':>7}")

@@ -131,13 +131,17 @@ class DataConfig:
     episode_stride: int = _f(1, "train on every k-th episode of each history (episodes k-1, 2k-1, ...): a window then "
                              "spans k times as much of the learning process, so the model learns to improve k "
                              "times faster per episode; 1 = every episode", min=1)
+    streaming: bool = _f(False, "read training windows from the shards on demand instead of loading the dataset into "
+                         "memory (same batches for the same seed; memory flat in the dataset's size)")
+    cache_mb: int = _f(64, "streaming: HDF5 chunk cache over all shards, in MiB (the bounded read cache)", min=1)
 
 
 @dataclass
 class FilterConfig:
     """Learning History Filtering (Chen et al. 2025; docs/architecture.md#learning-history-filtering-lhf)."""
 
-    enabled: bool = _f(False, "score the histories and weight/resample them before training (icrl run)")
+    enabled: bool = _f(False, "train on the histories' LHF weights, which `icrl filter` (or `icrl run` before "
+                       "training) writes next to the shards")
     lam: float = _f(1.0, "lambda of U = Improvement + lambda * Stability", min=0.0)
     mode: str = _f("linear", "scores to probabilities: linear (min-max within a task) or softmax(U/alpha) first",
                    choices=["linear", "softmax"])
@@ -165,6 +169,9 @@ class TrainConfig:
                          "against train/step in metrics.jsonl) on tasks other than the held-out ones; they choose "
                          "RUN/checkpoint-best; 0 = off", min=0)
     device: str = _f("auto", "auto (cuda if present), cpu or cuda", choices=["auto", "cpu", "cuda"])
+    precision: str = _f("auto", "fp32, bf16 (autocast, on CPU or CUDA) or auto: bf16 on a CUDA GPU with native bf16, "
+                        "on a CPU whichever a few timed steps of this model find faster (icrl/precision.py); "
+                        "training, probes and eval", choices=["auto", "fp32", "bf16"])
     threads: int = _f(0, "torch CPU threads; 0 = torch's default", min=0)
 
 

@@ -35,6 +35,7 @@ from icrl import envs
 from icrl.collectors import collect_block
 from icrl.histories import HistoryBatch
 from icrl.spaces import EnvSpec
+from icrl.steps import MemorySteps, ShardSteps
 
 
 OBS_FIELDS = ("obs", "ctx_obs", "ctx_next_obs", "query_obs", "wm_next_obs")  # sample fields in obs units
@@ -66,27 +67,18 @@ class HistorySampler:
             every other draw of the batch.
     """
 
-    def __init__(self, batch: HistoryBatch, kind: str, length: int, weights: np.ndarray | None = None,
+    def __init__(self, batch: HistoryBatch | ShardSteps, kind: str, length: int, weights: np.ndarray | None = None,
                  weighting: str = "none", readouts: int = 0, discrete_actions: bool = True,
                  world_model: bool = False, symmetries: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
         self.kind, self.length, self.weighting, self.readouts = kind, length, weighting, readouts
         self.symmetries = [(torch.as_tensor(o, dtype=torch.float32), torch.as_tensor(a, dtype=torch.float32))
                            for o, a in symmetries]
         self.discrete, self.world_model = discrete_actions, world_model
-        self.obs = _flat(batch.steps["obs"])  # (N, k)
-        self.next_obs = _flat(batch.steps["next_obs"]) if "next_obs" in batch.steps else None
-        # (N,) int64 Discrete actions, or (N, d) float32 Box actions
-        self.action = batch.steps["action"].astype(np.int64) if self.discrete else \
-            _flat(batch.steps["action"]).astype(np.float32)
-        self.reward = batch.steps["reward"].astype(np.float32)  # (N,)
-        oracle = batch.steps.get("oracle_action")
-        self.oracle = None if oracle is None else (oracle.astype(np.int64) if self.discrete else
-                                                   _flat(oracle).astype(np.float32))
-        self.offsets, self.lengths = batch.offsets[:-1], batch.lengths
-        self.task = np.asarray(batch.task, dtype=np.int64)  # (n_histories,)
-        if world_model and self.next_obs is None:
+        self.steps = batch if isinstance(batch, ShardSteps) else MemorySteps(batch, discrete_actions)
+        self.offsets, self.lengths, self.task = self.steps.offsets, self.steps.lengths, self.steps.task
+        if world_model and not self.steps.has("next_obs"):
             raise ValueError("DICP's world model learns o_{t+1} from next_obs; these histories have no next_obs per step")
-        if kind == "dpt" and (self.oracle is None or self.next_obs is None):
+        if kind == "dpt" and not (self.steps.has("oracle_action") and self.steps.has("next_obs")):
             raise ValueError("DPT needs histories with oracle_action and next_obs per step; "
                              "collect them from an env family whose task distribution has an oracle")
         short = np.flatnonzero(self.lengths < length)
@@ -100,6 +92,12 @@ class HistorySampler:
             raise ValueError("every history has weight 0: nothing to sample")
         self.weights = w
         self.p = w / w.sum() if weighting == "sample" else None
+        shards = getattr(self.steps, "shards", None)
+        if shards is not None:  # this process's share of the shards (DDP): draws only histories there
+            mine = np.isin(self.steps.history_shards(), shards) * (w if weighting == "sample" else 1.0)
+            if mine.sum() <= 0:
+                raise ValueError(f"shards {shards} hold no history to sample")
+            self.p = mine / mine.sum()
 
     def partners(self, rng: np.random.Generator, h: np.ndarray) -> np.ndarray:
         """For every history in ``h``, one of the same task: drawn by weight ("sample" weighting)
@@ -130,32 +128,34 @@ class HistorySampler:
             h = rng.choice(len(self.lengths), size=batch_size, p=self.p)  # (B,)
         start = rng.integers(0, self.lengths[h] - self.length + 1)  # (B,) window start within history
         idx = (self.offsets[h] + start)[:, None] + np.arange(self.length)  # (B, L) flat step indices
+        take = self.steps.take
         loss_w = self.weights[h] if self.weighting == "loss" else np.ones(batch_size)
         out = {"weights": torch.as_tensor(loss_w, dtype=torch.float32)}
         if paired:
             out["task_ids"] = torch.as_tensor(self.task[h])  # (B,)
         if self.kind == "ad":
-            prev = idx - 1  # (B, T) previous step; the sentinel (-1, or NaN for Box) marks a history's first
+            # (B, T) previous step, kept inside the history; the sentinel (-1, or NaN for Box) marks its first
+            prev = np.maximum(idx - 1, self.offsets[h][:, None])
             first = (start[:, None] + np.arange(self.length)) == 0  # (B, T)
+            action, prev_action, prev_reward = (take("action", idx), take("action", prev), take("reward", prev))
             if self.discrete:
-                prev_action = np.where(first, -1, self.action[np.maximum(prev, 0)])  # (B, T)
+                prev_action = np.where(first, -1, prev_action)  # (B, T)
             else:
-                prev_action = np.where(first[..., None], np.nan, self.action[np.maximum(prev, 0)])  # (B, T, d)
-                prev_action = prev_action.astype(np.float32)
-            prev_reward = np.where(first, 0.0, self.reward[np.maximum(prev, 0)])  # (B, T)
-            out.update(obs=torch.as_tensor(self.obs[idx]), prev_action=torch.as_tensor(prev_action),
+                prev_action = np.where(first[..., None], np.nan, prev_action).astype(np.float32)  # (B, T, d)
+            prev_reward = np.where(first, 0.0, prev_reward)  # (B, T)
+            out.update(obs=torch.as_tensor(take("obs", idx)), prev_action=torch.as_tensor(prev_action),
                        prev_reward=torch.as_tensor(prev_reward, dtype=torch.float32),
-                       target=torch.as_tensor(self.action[idx]))
+                       target=torch.as_tensor(action))
             if self.world_model:  # the query (o_t, a_t) -> (r_t, o_{t+1}), as stored (right across episode ends)
-                out.update(wm_reward=torch.as_tensor(self.reward[idx]), wm_next_obs=torch.as_tensor(self.next_obs[idx]))
+                out.update(wm_reward=torch.as_tensor(take("reward", idx)), wm_next_obs=torch.as_tensor(take("next_obs", idx)))
                 if 0 < self.readouts < self.length:
                     out["wm_steps"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
             return self.augment(out, rng)
         # DPT: the query is a state the history visited; its label the oracle action there.
         q = self.offsets[h] + rng.integers(0, self.lengths[h])  # (B,)
-        out.update(ctx_obs=torch.as_tensor(self.obs[idx]), ctx_action=torch.as_tensor(self.action[idx]),
-                   ctx_reward=torch.as_tensor(self.reward[idx]), ctx_next_obs=torch.as_tensor(self.next_obs[idx]),
-                   query_obs=torch.as_tensor(self.obs[q]), target=torch.as_tensor(self.oracle[q]))
+        out.update(ctx_obs=torch.as_tensor(take("obs", idx)), ctx_action=torch.as_tensor(take("action", idx)),
+                   ctx_reward=torch.as_tensor(take("reward", idx)), ctx_next_obs=torch.as_tensor(take("next_obs", idx)),
+                   query_obs=torch.as_tensor(take("obs", q)), target=torch.as_tensor(take("oracle_action", q)))
         if 0 < self.readouts <= self.length:
             out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
         if self.world_model and 0 < self.readouts < self.length:  # query transitions j -> (r_j, s'_j)

@@ -25,6 +25,7 @@ from icrl.config import Config, ConfigError, to_dict
 from icrl.histories import HistoryBatch, atomic_write
 from icrl.models.encoders import first_action
 from icrl.planning import CachedImaginer, PlanSettings, beam_search, candidate_search, context_steps
+from icrl.precision import autocast, resolve_precision
 from icrl.spaces import EnvSpec, space_to_dict
 
 _EVAL_TASKS, _EVAL_RUN = 0, 1  # spawn keys under eval.seed
@@ -40,12 +41,15 @@ class ModelPolicy:
     action comes from the model's head (``ActionHead.act``): sampled at ``temperature``, or the
     argmax / mean with ``greedy``. A DICP model with ``plan`` settings plans instead once its
     context is full (``icrl.planning``: beam search for Discrete actions, candidates for Box ones)
-    on forks of the online state, which the search leaves as it was.
+    on forks of the online state, which the search leaves as it was. The model runs at ``precision``
+    (``fp32`` or ``bf16`` autocast, :mod:`icrl.precision`); its outputs are cast to fp32 before an
+    action is drawn or planned from them.
     """
 
     def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False,
-                 temperature: float = 1.0, plan: PlanSettings | None = None) -> None:
+                 temperature: float = 1.0, plan: PlanSettings | None = None, precision: str = "fp32") -> None:
         self.model, self.rng, self.greedy, self.temperature = model, rng, greedy, temperature
+        self.precision = precision
         self.config = model.config
         self.device = next(model.parameters()).device
         self.cache = model.new_cache(num_envs, device=self.device)
@@ -69,14 +73,16 @@ class ModelPolicy:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        if self.config.kind == "ad":
-            out = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, out)
-        else:
-            out = self.model.readout(self.cache, self._obs(obs))  # (N, out)
-        if self.plan is not None and self.t >= self.plan.start:
-            actions = self._planned(self._obs(obs), out)  # (N,) or (N, d)
-        else:
-            actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
+        with autocast(self.device, self.precision):
+            if self.config.kind == "ad":
+                out = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, out)
+            else:
+                out = self.model.readout(self.cache, self._obs(obs))  # (N, out)
+            out = out.float()  # (N, out) the draw, its temperature and the search in fp32
+            if self.plan is not None and self.t >= self.plan.start:
+                actions = self._planned(self._obs(obs), out)  # (N,) or (N, d)
+            else:
+                actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
         return actions.reshape(len(actions), *self.config.action.shape)
 
     def _planned(self, obs: torch.Tensor, out: torch.Tensor) -> np.ndarray:
@@ -99,7 +105,8 @@ class ModelPolicy:
         if self.config.kind == "ad":
             self.prev_action, self.prev_reward = a, r
         else:
-            self.model.append(self.cache, self._obs(obs), a, r, self._obs(next_obs))
+            with autocast(self.device, self.precision):
+                self.model.append(self.cache, self._obs(obs), a, r, self._obs(next_obs))
         self.t += 1
         self.episode_t = np.where(np.asarray(terminated) | np.asarray(truncated), 0, self.episode_t + 1)  # (N,)
 
@@ -204,16 +211,17 @@ def plan_settings(cfg: Config, mcfg: Any) -> PlanSettings | None:
 
 
 def method_curve(cfg: Config, method: str, dist: Any, tasks: np.ndarray, seq: np.random.SeedSequence, metric: str,
-                 model: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
+                 model: torch.nn.Module | None = None, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Per-task curves of one method (a baseline name, or the model's key, :func:`model_method`) on
-    ``tasks``: ``{metric: (N, L)}`` and, where the env reports it, ``success_rate`` (see :func:`curves_of`)."""
+    ``tasks``: ``{metric: (N, L)}`` and, where the env reports it, ``success_rate`` (see :func:`curves_of`);
+    the model runs at ``precision`` (``fp32`` or ``bf16``, :func:`eval_precision`)."""
     if method == "source":
         return source_curve(cfg, dist, tasks, seq, metric)
     n = len(tasks)
     rng = np.random.default_rng(child_seed_sequence(seq, _POLICY))
     if model is not None and method == model_method(cfg, model.config):
         policy = ModelPolicy(model, n, rng, greedy=cfg.eval.greedy, temperature=cfg.eval.temperature,
-                             plan=plan_settings(cfg, model.config))
+                             plan=plan_settings(cfg, model.config), precision=precision)
     elif method == "oracle":
         policy = OraclePolicy(n, dist, rng, tasks)
     else:
@@ -233,6 +241,28 @@ def run_seq(cfg: Config) -> np.random.SeedSequence:
 def metric_of(spec: EnvSpec) -> str:
     """Bandits report the cumulative regret per step, MDPs the return per episode."""
     return "cumulative_regret" if spec.reports_regret else "episode_return"
+
+
+def eval_precision(cfg: Config, model: torch.nn.Module, num_envs: int) -> str:
+    """The precision the model runs online at: ``train.precision``, where ``auto`` times a few online
+    steps of ``num_envs`` rollouts, forward only, under fp32 and bf16 (:mod:`icrl.precision`): a
+    one-token step is another workload than a training batch, so ``icrl eval`` measures its own."""
+    device = next(model.parameters()).device
+    return resolve_precision(cfg.train.precision, device, model, num_envs, online_steps, backward=False)[0]
+
+
+def online_steps(model: torch.nn.Module, num_envs: int, steps: int = 8) -> None:
+    """``steps`` online steps (act, update) of a fresh :class:`ModelPolicy` of ``num_envs`` rollouts
+    on zero observations, actions and rewards: what :func:`eval_precision` times (a step costs the
+    same whatever the values); the model's own state is not touched."""
+    c = model.config
+    policy = ModelPolicy(model, num_envs, np.random.default_rng(0))
+    obs = np.zeros((num_envs, *c.observation.shape), c.observation.dtype)
+    actions = np.zeros((num_envs, *c.action.shape), c.action.dtype)
+    rewards, done = np.zeros(num_envs, np.float32), np.zeros(num_envs, bool)
+    for _ in range(min(steps, c.capacity or steps)):
+        policy.act(obs)
+        policy.update(obs, actions, rewards, obs, done, done)
 
 
 def check_model_fits(cfg: Config, mcfg: Any) -> None:
@@ -255,9 +285,10 @@ def check_model_fits(cfg: Config, mcfg: Any) -> None:
                               f"{mcfg.head}; train with model.head=gaussian, or set eval.planning=false")
 
 
-def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
+def probe(cfg: Config, model: torch.nn.Module, precision: str | None = None) -> dict[str, float]:
     """The model alone online on the eval tasks, as ``icrl eval`` runs it (used during training to
-    record quality against training time).
+    record quality against training time), at ``precision`` (None: :func:`eval_precision`; training
+    passes the precision it runs at, so its probes cost no measurement).
 
     Returns:
         ``probe/final`` and ``probe/mean_over_curve`` of the mean curve (return or cumulative
@@ -269,8 +300,9 @@ def probe(cfg: Config, model: torch.nn.Module) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
+        precision = precision or eval_precision(cfg, model, len(tasks))
         curve = method_curve(cfg, model_method(cfg, model.config), dist, tasks, run_seq(cfg), metric,
-                             model)[metric].mean(0)  # (L,)
+                             model, precision)[metric].mean(0)  # (L,)
     finally:
         model.train(was_training)
     return {"probe/final": float(curve[-1]), "probe/mean_over_curve": float(curve.mean())}
@@ -340,6 +372,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
         model, mcfg = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
         check_model_fits(cfg, mcfg)
+    precision = eval_precision(cfg, model, len(tasks)) if model is not None else "fp32"
     methods = ([model_method(cfg, mcfg)] if model is not None else []) + (cfg.eval.baselines or list(spec.baselines))
     if not spec.has_oracle and "oracle" in methods:
         methods.remove("oracle")
@@ -350,7 +383,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
     if "source" in methods and len(cfg.collect.algorithms) == 1 and cfg.collect.algorithms[0] in methods:
         methods.remove(cfg.collect.algorithms[0])  # the same curve as "source" (same tasks, same random numbers)
     seq = run_seq(cfg)
-    per_method = {m: method_curve(cfg, m, dist, tasks, seq, metric, model)
+    per_method = {m: method_curve(cfg, m, dist, tasks, seq, metric, model, precision)
                   for m in tqdm(methods, desc="eval", unit="method", disable=not progress)}
     curves = {f"{name}.{m}" if name != metric else m: c for m, cs in per_method.items() for name, c in cs.items()}
     results = {"schema": SCHEMA, "env": cfg.env.id, "env_kwargs": env_kwargs, "task_split": split,
@@ -358,7 +391,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
                "x": "step" if metric == "cumulative_regret" else "episode",
                **summarise_all(curves, len(tasks) // cfg.eval.rollouts, cfg.eval.rollouts), "spec": spec.to_dict(),
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
-               "seed": cfg.seed, "wall_seconds": time.perf_counter() - start, **(extra or {})}
+               "seed": cfg.seed, "precision": precision, "wall_seconds": time.perf_counter() - start, **(extra or {})}
     return write_results(out_dir, results, curves)
 
 

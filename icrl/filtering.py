@@ -53,7 +53,9 @@ The paper gives formulas, not code; the choices it leaves open, made here:
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,6 +72,7 @@ __all__ = ["lhf_scores", "task_scores", "lhf_probabilities", "resample_counts", 
 DERIVED_NAME = "lhf"  # DIR/lhf.h5, listed in the manifest's "derived"
 _LHF = 4  # spawn key under cfg.seed (collection uses 0..2, training 3)
 _N_EXTREMES = 3  # best and worst histories reported and plotted
+_RANK_WAIT_S = 3600  # how long a torchrun rank waits for rank 0's weights
 
 
 def _finite_1d(x: Any, what: str) -> np.ndarray:
@@ -335,7 +338,7 @@ def filter_dataset(cfg: Config, directory: str | os.PathLike, task_dist: Any = N
                   "best": best.tolist(), "worst": worst.tolist(),
                   "best_U": arrays["U"][best].tolist(), "worst_U": arrays["U"][worst].tolist()}
         meta = {"filter": to_dict(cfg.filter), "seed": cfg.seed, "weighting": report["weighting"],
-                "returns": report["returns"], "per_source": report["per_source"]}
+                "returns": report["returns"], "per_source": report["per_source"], "data": data_fingerprint(store)}
         store.write_derived(DERIVED_NAME, arrays, meta)
     return report
 
@@ -349,16 +352,55 @@ def load_weights(directory: str | os.PathLike, cfg: Config | None = None) -> tup
 
     Returns:
         ``(weights (n_histories,), weighting)``, or None when the dataset has no (matching)
-        LHF file.
+        LHF file, or its histories changed since it was written (a file written before the data
+        were fingerprinted is checked by its length only).
     """
-    with HistoryStore(directory) as store:
+    with HistoryStore(directory, check="index") as store:
         entry = next((d for d in store.manifest["derived"] if d.get("name") == DERIVED_NAME), None)
         if entry is None:
             return None
         meta = entry["meta"]
-        if cfg is not None and (meta.get("filter") != to_dict(cfg.filter) or meta.get("seed") != cfg.seed):
+        if cfg is not None and (_scoring(meta.get("filter")) != _scoring(to_dict(cfg.filter)) or meta.get("seed") != cfg.seed):
             return None
-        return store.read_derived(DERIVED_NAME)["weights"], str(meta["weighting"])
+        if meta.get("data", data_fingerprint(store)) != data_fingerprint(store):
+            return None
+        weights = store.read_derived(DERIVED_NAME)["weights"]
+        return (weights, str(meta["weighting"])) if len(weights) == store.n_histories else None
+
+
+def _scoring(section: Any) -> Any:
+    """A filter section as it decides the weights: ``enabled`` only says whether training uses them."""
+    return {k: v for k, v in section.items() if k != "enabled"} if isinstance(section, dict) else section
+
+
+def data_fingerprint(store: HistoryStore) -> str:
+    """The dataset's histories as the manifest lists them (every shard's sha256, in order): weights
+    written for other data are stale."""
+    return hashlib.sha256(" ".join(e["sha256"] for e in store.manifest["shards"]).encode()).hexdigest()
+
+
+def filter_stage(cfg: Config, directory: str | os.PathLike, refresh: bool = True) -> dict[str, Any] | None:
+    """The filter stage (``icrl filter``, and ``icrl run`` before training): score the dataset,
+    write ``DIR/lhf.h5`` and the best/worst plot under the dataset's lock, and return the report.
+    ``refresh=False`` keeps current weights (returns None). Under torchrun only rank 0 writes; the
+    other ranks wait for its weights."""
+    from icrl.lock import folder_lock
+
+    if not refresh and load_weights(directory, cfg) is not None:
+        return None
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        deadline = time.monotonic() + _RANK_WAIT_S
+        while load_weights(directory, cfg) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {os.environ['RANK']}: rank 0 wrote no LHF weights into {directory} "
+                                   f"within {_RANK_WAIT_S} s")
+            time.sleep(1.0)
+        return None
+    with folder_lock(directory, "filter"):
+        report = filter_dataset(cfg, directory)
+        with HistoryStore(directory, check="index") as store:
+            report["plot"] = str(plot_best_worst(store, report, Path(directory) / "lhf_best_worst.png"))
+    return report
 
 
 def plot_best_worst(store: HistoryStore, report: dict[str, Any], path: str | os.PathLike) -> Path:

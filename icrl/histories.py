@@ -6,7 +6,8 @@ each), derived files ``<name>.h5`` (LHF scores, weights) and ``manifest.json``, 
     {"schema": "icrl.histories/v1", "env_id": str, "env_kwargs": {...}, "sources": [names],
      "collect": {...}, "task_split": ..., (any other metadata given to DatasetWriter)
      "n_histories": int, "n_steps": int,
-     "shards": [{"file": "shard-00000.h5", "n_histories": int, "n_steps": int, "sha256": hex}],
+     "shards": [{"file": "shard-00000.h5", "n_histories": int, "n_steps": int, "sha256": hex,
+                 "bytes": int}],
      "derived": [{"name": str, "file": "<name>.h5", "sha256": hex, "meta": {...}}]}
 
 A shard holds numeric datasets only (strings and configs live in the manifest):
@@ -14,7 +15,8 @@ A shard holds numeric datasets only (strings and configs live in the manifest):
 - ``steps/<field>``: the shard's histories back to back, shape ``(n_steps, ...)``; fields ``obs``,
   ``action``, ``reward``, ``terminated``, ``truncated``, optional ``oracle_action``, ``regret``.
   Chunked along axis 0 and uncompressed, so a random window ``ds[a:b]`` touches one or two
-  chunks and decompresses nothing.
+  chunks and decompresses nothing; each chunk carries a Fletcher-32 checksum that HDF5 checks
+  on every read (shards written before it hold none: readers hash those once instead).
 - ``histories/offset``, ``length``, ``task``, ``run``, ``source``: ``(n,)`` int64; history ``j``
   is rows ``offset[j] : offset[j] + length[j]`` of every ``steps/*``; ``source`` indexes the
   manifest's ``sources``. ``histories/task_params``: ``(n, P)`` float64 flattened task parameters.
@@ -291,8 +293,10 @@ def _fill_shard(f: h5py.File, batch: HistoryBatch) -> None:
     for name, arr in batch.steps.items():
         arr = np.ascontiguousarray(arr)
         rows = min(total, max(1, CHUNK_BYTES // max(1, arr.itemsize * int(np.prod(arr.shape[1:])))))
-        f.create_dataset(f"steps/{name}", data=arr,
-                         chunks=(rows, *arr.shape[1:]) if arr.size else None)
+        # fletcher32: HDF5 checks every chunk as it reads it, so a reader that streams a few
+        # windows catches corruption without hashing the whole shard first
+        f.create_dataset(f"steps/{name}", data=arr, chunks=(rows, *arr.shape[1:]) if arr.size else None,
+                         fletcher32=bool(arr.size))
     returns = [np.asarray(r, np.float64) for r in batch.episode_returns]
     index = {"offset": batch.offsets[:-1], "length": batch.lengths, "task": batch.task,
              "run": batch.run, "source": batch.source, "task_params": batch.task_params,
@@ -334,7 +338,7 @@ class DatasetWriter:
 
     def write_shard(self, index: int, batch: HistoryBatch) -> dict[str, Any]:
         """Write ``batch`` as ``shard-{index:05d}.h5``; returns its manifest entry
-        ``{"file", "n_histories", "n_steps", "sha256"}``."""
+        ``{"file", "n_histories", "n_steps", "sha256", "bytes"}``."""
         _require(0 <= int(index) <= 99_999, f"shard index must be in [0, 99999], got {index}")
         batch.validate()
         _require(batch.n_histories > 0, f"shard {index}: the batch has no histories; skip it")
@@ -351,7 +355,7 @@ class DatasetWriter:
 
         sha256 = _write_h5(path, fill)
         return {"file": path.name, "n_histories": batch.n_histories,
-                "n_steps": int(np.sum(batch.lengths)), "sha256": sha256}
+                "n_steps": int(np.sum(batch.lengths)), "sha256": sha256, "bytes": path.stat().st_size}
 
     def finish(self, shard_entries: Sequence[dict[str, Any]],
                derived: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:

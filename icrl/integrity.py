@@ -61,7 +61,7 @@ def complete_shards(directory: str | os.PathLike, plan_sha256: str | None = None
         sha = file_sha256(path)
         if listed.get(path.name, sha) == sha:
             found[int(match.group(1))] = {"file": path.name, "n_histories": check.n_histories,
-                                          "n_steps": check.n_steps, "sha256": sha}
+                                          "n_steps": check.n_steps, "sha256": sha, "bytes": path.stat().st_size}
     return found
 
 
@@ -91,9 +91,7 @@ def verify(directory: str | os.PathLike) -> list[str]:
     if problems:
         return problems
     spec, n_sources = manifest_spec(manifest), len(manifest["sources"])
-    totals = [0, 0]
     for e in manifest["shards"]:
-        totals = [totals[0] + e["n_histories"], totals[1] + e["n_steps"]]
         path = directory / e["file"]
         if not path.is_file():
             problems.append(f"{e['file']}: listed in manifest.json but missing")
@@ -102,9 +100,7 @@ def verify(directory: str | os.PathLike) -> list[str]:
             problems.append(f"{e['file']}: sha256 mismatch (file corrupted or replaced)")
         expect = ShardExpect(e["n_histories"], e["n_steps"], n_sources, spec, manifest.get("plan_sha256"))
         problems += check_shard_file(path, expect, content=True).problems
-    if totals != [manifest["n_histories"], manifest["n_steps"]]:
-        problems.append(f"manifest.json: n_histories/n_steps {manifest['n_histories']}/"
-                        f"{manifest['n_steps']} differ from the shard sums {totals[0]}/{totals[1]}")
+    problems += _totals_problems(manifest)
     for e in manifest["derived"]:
         path = directory / e["file"]
         if not path.is_file():
@@ -112,3 +108,37 @@ def verify(directory: str | os.PathLike) -> list[str]:
         elif file_sha256(path) != e["sha256"]:
             problems.append(f"{e['file']}: derived file sha256 mismatch (corrupted or replaced)")
     return problems
+
+
+def quick_check(directory: str | os.PathLike) -> list[str]:
+    """The check a reader makes at start, reading no step data and hashing nothing: the manifest
+    and its entries, every listed file present, each shard's size where the manifest records it,
+    the totals. What it cannot see (flipped bytes inside a shard) is caught where the data are
+    read: by the chunks' Fletcher-32 checksums, or a shard's sha256 on first read where it has
+    none (:class:`icrl.steps.ShardSteps`), or in memory by the content checksum
+    (:class:`icrl.store.HistoryStore`). :func:`verify` stays the full check."""
+    directory = Path(directory)
+    try:
+        manifest = _read_manifest(directory)
+    except (ValueError, OSError) as exc:
+        return [str(exc)]
+    problems = manifest_problems(manifest)
+    if problems:
+        return problems
+    for e in manifest["shards"] + manifest["derived"]:
+        path = directory / e["file"]
+        if not path.is_file():
+            problems.append(f"{e['file']}: listed in manifest.json but missing")
+        elif "bytes" in e and path.stat().st_size != e["bytes"]:
+            problems.append(f"{e['file']}: {path.stat().st_size} bytes, manifest.json says {e['bytes']} "
+                            f"(truncated or replaced)")
+    return problems + _totals_problems(manifest)
+
+
+def _totals_problems(manifest: dict[str, Any]) -> list[str]:
+    """The manifest's totals against the sums of its shard entries."""
+    totals = [sum(e["n_histories"] for e in manifest["shards"]), sum(e["n_steps"] for e in manifest["shards"])]
+    if totals == [manifest["n_histories"], manifest["n_steps"]]:
+        return []
+    return [f"manifest.json: n_histories/n_steps {manifest['n_histories']}/{manifest['n_steps']} differ from "
+            f"the shard sums {totals[0]}/{totals[1]}"]

@@ -145,6 +145,7 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True, resume: bool = 
     folder may be written at all is :func:`icrl.runs.claim`'s decision, made before.
     """
     from icrl.collect import collect
+    from icrl.filtering import filter_stage
     from icrl.spaces import EnvSpec
     from icrl.training import check_trainable, train
 
@@ -172,5 +173,10 @@ def run(cfg: Config, run_dir: str | Path, progress: bool = True, resume: bool = 
         done = trained_steps(run_dir) if resume else None
         checkpoint = run_dir / "checkpoint"
         if done is None or done < cfg.train.steps:
+            if cfg.filter.enabled:  # the filter stage: weights written once, training only reads them
+                try:
+                    filter_stage(cfg, Path(cfg.data.dataset) if cfg.data.dataset else run_dir / "data", refresh=False)
+                except ValueError as e:
+                    raise ConfigError(f"filter: {str(e).splitlines()[0]}") from None
             checkpoint = train(cfg, run_dir, resume=done is not None, progress=progress)
         return evaluate_and_plot(cfg, checkpoint, run_dir, progress=progress)

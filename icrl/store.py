@@ -77,10 +77,17 @@ class HistoryStore:
 
     Args:
         directory: The dataset folder (holding ``manifest.json``).
+        check: What is checked at open: "values" (layout, index and the step values), "content"
+            (also each shard's content checksum, from the same reads: corruption caught without a
+            second pass), or "index" (layout and index only, no step read: a reader that checks
+            what it reads, :class:`icrl.steps.ShardSteps`).
+        cache_bytes: HDF5's chunk cache, split over the shards (None: h5py's 1 MiB per file).
     """
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, check: str = "values", cache_bytes: int | None = None) -> None:
+        _require(check in ("values", "content", "index"), f"check must be values, content or index, got {check!r}")
         self.directory = Path(directory)
+        self._cache_bytes = cache_bytes
         self.manifest = _load_manifest(self.directory)
         self.n_histories: int = self.manifest["n_histories"]
         self.n_steps: int = self.manifest["n_steps"]
@@ -100,17 +107,18 @@ class HistoryStore:
             expect = ShardExpect(entry["n_histories"], entry["n_steps"], n_sources, spec,
                                  self.manifest.get("plan_sha256"))
             try:
-                check = check_shard(f, entry["file"], expect)
-                problems = check.problems
+                shard = check_shard(f, entry["file"], expect, content=check == "content", values=check != "index")
+                problems = shard.problems
             except _H5_ERRORS as exc:
-                problems = [f"{entry['file']}: unreadable index ({exc})"]
+                problems = [f"{entry['file']}: unreadable, corrupted ({str(exc).splitlines()[0][:120]})"]
             if not problems and parts and tuple(sorted(f["steps"])) != self.fields:
                 problems = [f"{entry['file']}: step fields differ from the first shard's"]
             if problems:
                 self.close()
-                raise ValueError("; ".join(problems) + f"; run `icrl verify {self.directory}`")
+                more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+                raise ValueError(f"{problems[0]}{more}; run `icrl verify {self.directory}`")
             self.fields: tuple[str, ...] = tuple(sorted(f["steps"]))
-            parts.append(check.index)
+            parts.append(shard.index)
         cat = {k: np.concatenate([p[k] for p in parts]) for k in INDEX_FIELDS}
         self.lengths: np.ndarray = cat["length"]
         self.task: np.ndarray = cat["task"]
@@ -122,6 +130,9 @@ class HistoryStore:
             for a, b in zip(p["return_offsets"][:-1], p["return_offsets"][1:])]
         self._offset = cat["offset"]
         self._shard_of = np.repeat(np.arange(len(parts)), [len(p["length"]) for p in parts])
+        # (n_shards + 1,) first row of each shard in the dataset's flat step order
+        self.shard_starts = np.concatenate([[0], np.cumsum([len(d["reward"]) for d in self._datasets])])
+        self.offsets = self._offset + self.shard_starts[self._shard_of]  # (n,) first flat row of each history
         if len(self.lengths) != self.n_histories:
             self.close()
             raise ValueError(f"shards hold {len(self.lengths)} histories, manifest says "
@@ -134,9 +145,10 @@ class HistoryStore:
             raise FileNotFoundError(f"shards listed in {self.directory}/manifest.json are "
                                     f"missing: {absent}; run `icrl verify {self.directory}`")
         self._files, self._datasets, self._pid = [], [], os.getpid()
+        cache = {} if self._cache_bytes is None else {"rdcc_nbytes": max(1 << 16, self._cache_bytes // len(paths))}
         for p in paths:
             try:
-                self._files.append(h5py.File(p, "r"))
+                self._files.append(h5py.File(p, "r", **cache))
                 self._datasets.append({k: self._files[-1]["steps"][k]
                                        for k in self._files[-1]["steps"]})
             except _H5_ERRORS as exc:
@@ -175,6 +187,17 @@ class HistoryStore:
                  f"length={length} must lie inside history {i} of {n} steps")
         a = int(self._offset[i]) + int(start)
         return {k: ds[a:a + int(length)] for k, ds in self._datasets[self._shard_of[i]].items()}
+
+    def rows(self, shard: int, field: str, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` of ``steps/<field>`` of shard ``shard`` (one read)."""
+        self._check(0)
+        return self._datasets[shard][field][a:b]
+
+    def has_chunk_checksums(self, shard: int) -> bool:
+        """Whether every step field of the shard carries Fletcher-32 chunk checksums (HDF5 checks
+        them on every read); shards written before they were added carry none."""
+        self._check(0)
+        return all(ds.fletcher32 for ds in self._datasets[shard].values())
 
     def history(self, i: int) -> dict[str, np.ndarray]:
         """All steps of history ``i``: field -> array of shape ``(lengths[i], ...)``."""

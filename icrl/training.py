@@ -1,8 +1,8 @@
 """Supervised pretraining of AD and DPT (docs/architecture.md#training): ``learn -> sample batch -> step``.
 
 AdamW with linear warm-up and cosine decay, global-norm gradient clipping, the action head's
-weighted loss (cross-entropy, Gaussian NLL or tanh MSE); bf16 autocast and SDPA flash kernels on
-CUDA. A run folder holds ``checkpoint/``, ``metrics.jsonl`` and the data. ``resume=True`` restores
+weighted loss (cross-entropy, Gaussian NLL or tanh MSE); bf16 autocast where ``train.precision``
+has it (:mod:`icrl.precision`), SDPA flash kernels on CUDA. A run folder holds ``checkpoint/``, ``metrics.jsonl`` and the data. ``resume=True`` restores
 weights, optimizer, step and every RNG state, so the continued run equals the uninterrupted one.
 """
 from __future__ import annotations
@@ -24,20 +24,23 @@ from icrl.checkpoint import load_model, load_training_state, max_model_bytes, sa
 from icrl.config import Config, ConfigError, to_dict
 from icrl.data import HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
-from icrl.integrity import verify
+from icrl.integrity import quick_check
 from icrl.lock import folder_lock
 from icrl.models import check_batch, dicp_loss, head_loss
 from icrl.models import make_model as build_model
 from icrl.models.transformer import ModelConfig
 from icrl.plots import plot_training
+from icrl.precision import autocast as precision_context, resolve_precision
 from icrl.runs import save_config
 from icrl.spaces import EnvSpec, space_to_dict
+from icrl.steps import MemorySteps, ShardSteps
 from icrl.store import HistoryStore
 from icrl.tracking import Tracker
 
 _TRAIN = 3  # spawn key of the training data stream (collection uses 0..2, LHF 4)
 _OBS_STATS = 5  # spawn key of the stream batches that give Box observations their statistics
 _REWARD_STATS = 6  # spawn key of the stream batches that give DICP's regressed rewards their statistics
+_PRECISION = 8  # spawn key of the batch that train.precision=auto times (the training stream stays as it was)
 _SELECT_BY = "probe/mean_over_curve"  # the probe figure that chooses RUN/checkpoint-best
 _SELECT_SEED = 7919  # offset of the probe's eval seed on families without a training split
 
@@ -58,8 +61,14 @@ def lr_at(step: int, cfg: Config) -> float:
 
 
 def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray | None = None,
-                 weighting: str = "none") -> tuple[Any, int]:
-    """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n)."""
+                 weighting: str = "none", share: tuple[int, int] = (0, 1)) -> tuple[Any, int]:
+    """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n).
+
+    A dataset gets the cheap check at start (:func:`icrl.integrity.quick_check`); its values and
+    checksums are checked as they are read: all at once in memory, or window by window with
+    ``data.streaming``, where process ``share = (rank, world)`` of a DDP run samples from its own
+    shards (every ``world``-th), if there are at least as many shards as processes.
+    """
     d, kind = cfg.data, cfg.model.kind
     if d.source == "stream":
         if d.episode_stride > 1 or d.symmetries:
@@ -78,14 +87,16 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
             raise ConfigError(f"data.source: {e}") from None
     symmetries = family_symmetries(cfg)
     path = Path(d.dataset) if d.dataset else run_dir / "data"
-    problems = verify(path)  # checksums first: a damaged shard is a clear error, not garbage or a traceback
+    problems = quick_check(path)  # manifest, sizes, index: a damaged dataset is a clear error, not a traceback
     if problems:
         raise ConfigError(f"data.dataset: {problems[0]}" + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
+    if d.streaming and d.episode_stride > 1:
+        raise ConfigError("data.episode_stride: subsampling episodes needs the dataset in memory (data.streaming: false)")
     try:
-        store = HistoryStore(path)
+        store = HistoryStore(path, check="index" if d.streaming else "content", cache_bytes=d.cache_mb << 20)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
-    with store:
+    with contextlib.nullcontext() if d.streaming else store:  # a stream keeps its store open
         if store.env_id != cfg.env.id:
             raise ConfigError(f"data.dataset: {path} holds {store.env_id} histories but env.id is {cfg.env.id}")
         try:
@@ -100,10 +111,17 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
         if stored.horizon != spec.horizon:
             raise ConfigError(f"data.dataset: {path} was collected with {stored.horizon}-step episodes but "
                               f"{cfg.env.id} with these env.kwargs has {spec.horizon}; use the kwargs it was collected with")
-        batch = store.load()
+        if d.streaming:
+            rank, world = share
+            n_shards = len(store.shard_starts) - 1
+            batch = ShardSteps(store, spec.discrete_actions, stored, list(cfg.model.reward_values) or None,
+                               list(range(rank, n_shards, world)) if 1 < world <= n_shards else None)
+        else:
+            batch = store.load()
     if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
         weights, weighting = lhf_weights(cfg, path)
-    batch = batch.every_episode(d.episode_stride)  # after LHF: the scores judge the whole history
+    if not d.streaming:
+        batch = batch.every_episode(d.episode_stride)  # after LHF: the scores judge the whole history
     if batch.lengths.min() == 0:
         raise ConfigError(f"data.episode_stride: {int((batch.lengths == 0).sum())} histories have fewer than "
                           f"{d.episode_stride} episodes")
@@ -127,13 +145,15 @@ def family_symmetries(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 
 
 def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
-    """The dataset's LHF weights for ``cfg.filter``, computed and stored first if missing or stale."""
-    from icrl.filtering import filter_dataset, load_weights
+    """The dataset's LHF weights for ``cfg.filter``, as the filter stage wrote them; training only
+    reads them (a missing or stale file is a ConfigError naming the command that writes it)."""
+    from icrl.filtering import load_weights
 
     loaded = load_weights(path, cfg)
     if loaded is None:
-        filter_dataset(cfg, path)
-        loaded = load_weights(path, cfg)
+        raise ConfigError(f"filter: {path} has no LHF weights for this config's filter section and seed {cfg.seed} "
+                          f"(or the data changed since); write them with `icrl filter --config CONFIG --data {path}` "
+                          f"(with the same overrides), or `icrl run`")
     return loaded
 
 
@@ -210,20 +230,30 @@ def stream_rows(sampler: Any, rng: np.random.Generator, batch_size: int, keys: t
     return torch.cat(rows).numpy()  # (N, ...)
 
 
+def in_memory(sampler: Any) -> dict[str, np.ndarray] | None:
+    """The step arrays of a sampler that holds its dataset in memory, else None (a stream, or
+    windows read from the shards)."""
+    steps = getattr(sampler, "steps", None)
+    return steps.arrays if isinstance(steps, MemorySteps) else None
+
+
 def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
     """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
-    dataset (under every symmetry the samples are mapped by), or a few batches of a stream."""
-    if isinstance(sampler, HistorySampler):
-        return np.concatenate([sampler.obs @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
-            else sampler.obs
+    dataset in memory (under every symmetry the samples are mapped by), or a few batches of a
+    stream or of windows read from the shards."""
+    arrays = in_memory(sampler)
+    if arrays is not None:
+        return np.concatenate([arrays["obs"] @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
+            else arrays["obs"]
     return stream_rows(sampler, rng, batch_size, ("obs", "ctx_obs"))  # (N, k)
 
 
 def training_rewards(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """Rewards the model trains on, (N,), for DICP's reward normalisation: the whole dataset, or a
-    few batches of a stream."""
-    if isinstance(sampler, HistorySampler):
-        return sampler.reward
+    """Rewards the model trains on, (N,), for DICP's reward normalisation: the whole dataset in
+    memory, or a few batches of a stream or of windows read from the shards."""
+    arrays = in_memory(sampler)
+    if arrays is not None:
+        return arrays["reward"]
     return stream_rows(sampler, rng, batch_size, ("wm_reward", "ctx_reward"))  # (N,)
 
 
@@ -382,15 +412,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
         torch.set_num_threads(cfg.train.threads)
     spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)
     check_trainable(cfg, spec)
-    sampler, length = make_sampler(cfg, run_dir, spec, weights, weighting)
+    sampler, length = make_sampler(cfg, run_dir, spec, weights, weighting, (ddp.rank, ddp.world))
     mcfg = model_config(cfg, spec, length)
-    if isinstance(sampler, HistorySampler):  # a dataset from disk: its obs/actions must fit the model
+    arrays = in_memory(sampler)
+    if arrays is not None:  # a dataset in memory: its obs/actions must fit the model (a stream checks its reads)
         try:
-            check_batch(mcfg, sampler.obs, sampler.action)
+            check_batch(mcfg, arrays["obs"], arrays["action"])
         except ValueError as e:
             raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
         if mcfg.reward_values:  # DICP's reward classes must cover every reward it learns from
-            other = np.setdiff1d(sampler.reward, np.asarray(mcfg.reward_values, dtype=np.float32))
+            other = np.setdiff1d(arrays["reward"], np.asarray(mcfg.reward_values, dtype=np.float32))
             if len(other):
                 raise ConfigError(f"model.reward_values: the dataset has rewards outside {mcfg.reward_values}, e.g. "
                                   f"{float(other[0])}; list every reward value, or leave it empty to regress rewards")
@@ -422,10 +453,32 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
     if cfg.train.eval_every:  # fail now, not at the first probe
         check_model_fits(cfg, mcfg)
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    requested = cfg.train.precision
+    if resume and requested == "auto":  # the run's own choice; a run from before the key had fp32 on CPU
+        requested = state.get("precision", "fp32" if device.type == "cpu" else "auto")
+
+    def precision_batch() -> dict[str, torch.Tensor]:  # its own stream: the training batches stay as they were
+        precision_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_PRECISION,)))
+        sample = sampler.sample(precision_rng, cfg.train.batch_size, paired=paired_batches(mcfg))
+        return {k: v.to(device) for k, v in sample.items()}
+
+    def step_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:  # what a step backpropagates
+        action_loss, aux = loss_of(m, mcfg.kind, b)
+        return action_loss if aux is None else action_loss + aux
+
+    precision, timing = resolve_precision(requested, device, model, precision_batch, step_loss)
+    precision = ddp.gather(precision)[0]  # every rank runs as rank 0 measured
+    autocast = precision_context(device, precision)
     if ddp.master:
         save_config(run_dir, to_dict(cfg))
     tracker = Tracker(run_dir, cfg, "train", enabled=ddp.master)
+    precision_log = {"time/precision_bf16": int(precision == "bf16")}  # goes into the first metric row
+    if timing["measured"]:
+        precision_log.update({"time/bf16_speedup": timing["speedup"], "time/fp32_step_ms": timing["fp32_ms"],
+                              "time/bf16_step_ms": timing["bf16_ms"]})
+    if progress and ddp.master:
+        print(f"precision: {precision}" + (f" (bf16 ran {timing['speedup']:.2f}x as fast as fp32)"
+                                           if timing["measured"] else ""))
     select_cfg, lower_is_better = selection_config(cfg), spec.reports_regret
     tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
     if mcfg.world_model:  # DICP's query-action readouts
@@ -442,7 +495,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
         rngs = ddp.gather((rng.bit_generator.state, torch.get_rng_state().tolist()))
         if ddp.master:
             save_checkpoint(ckpt, model, mcfg, optimizer, {"step": step, "numpy_rng": [r[0] for r in rngs],
-                                                           "torch_rng": [r[1] for r in rngs], "best": best},
+                                                           "torch_rng": [r[1] for r in rngs], "best": best,
+                                                           "precision": precision},
                             spec, to_dict(cfg))
         last_good = step
 
@@ -482,12 +536,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
                 tracker.log({"train/step": step, "train/loss": mean_loss, **aux_log, "train/lr": lr,
                              "train/grad_norm": float(grad_norm), "time/step_ms": 1000 * dt,
                              "time/tokens_per_s": tokens_per_sample * cfg.train.batch_size * ddp.world / dt,
-                             "time/elapsed_s": now - t0})
+                             "time/elapsed_s": now - t0, **precision_log})
+                precision_log = {}
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 window_t, window_loss, window_aux, window_parts = now, [], [], {}
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and ddp.master:
                 t_probe = time.perf_counter()
-                scores = probe(select_cfg, model)
+                scores = probe(select_cfg, model, precision)
                 tracker.log({"train/step": step, **scores, "time/train_s": t_probe - t0})
                 score = scores[_SELECT_BY]
                 if better(score, None if best is None else best["score"], lower_is_better):

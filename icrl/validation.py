@@ -95,6 +95,7 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
         if not (isinstance(e.get("sha256"), str) and _HEX64_RE.match(e["sha256"])):
             problems.append(f"manifest.json: {str(file)[:80]}: sha256 must be 64 hex digits")
         bad = [k for k in ("n_histories", "n_steps") if not _count_ok(e.get(k))]
+        bad += ["bytes"] if "bytes" in e and not _count_ok(e["bytes"]) else []  # absent before sizes were listed
         if bad:
             problems.append(f"manifest.json: {str(file)[:80]}: {bad} must be integers in [0, 2**62]")
     for e in manifest.get("derived", []):
@@ -340,7 +341,7 @@ def _digest_attr(f: h5py.File, key: str) -> str | None:
 
 
 def check_shard(f: h5py.File, name: str, expect: ShardExpect = ShardExpect(),
-                content: bool = False) -> ShardCheck:
+                content: bool = False, values: bool = True) -> ShardCheck:
     """Check an open shard against the format and ``expect`` (see the module docstring).
 
     Args:
@@ -349,6 +350,8 @@ def check_shard(f: h5py.File, name: str, expect: ShardExpect = ShardExpect(),
         expect: Counts, sources, spec and plan from the manifest or the collection.
         content: Also recompute the root ``content_sha256`` (from the arrays read anyway; the
             step fields the checks do not read are read for it).
+        values: Read and check the step values (stage 3); False stops after the index, for a
+            reader that checks what it reads (:class:`icrl.steps.ShardSteps`).
 
     Returns:
         A :class:`ShardCheck`; on problems in stages 1-2 the steps are not read.
@@ -365,8 +368,8 @@ def check_shard(f: h5py.File, name: str, expect: ShardExpect = ShardExpect(),
     rows = f["steps"]["reward"].shape[0]
     problems, total = _index_problems(idx, name, rows, expect.n_sources)
     n = len(idx["length"])
-    if problems:
-        return ShardCheck(problems, n, total, plan_sha256=plan)
+    if problems or not (values or content):
+        return ShardCheck(problems, n, total, idx if not problems else {}, plan)
     loaded = {f"histories/{k}": v for k, v in idx.items()}
     ends = np.cumsum(idx["length"].astype(np.int64))  # (n,) end row of each history
     for k in sorted(f["steps"]):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,6 +162,17 @@ def _flip_byte(w: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _flip_data_byte(w: Path) -> None:
+    """A flipped byte inside the data that training reads (the middle of steps/reward); one where
+    no reader looks is left to ``icrl verify``."""
+    path = w / "data/shard-00001.h5"
+    with h5py.File(path, "r") as f:
+        chunk = f["steps/reward"].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[chunk.byte_offset + chunk.size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 TRAIN = ["train", "--out", "{w}/new", *STREAM, "train.steps=1"]
 RESUME = ["train", "--out", "{w}/run", *STREAM, "train.steps=3", "--resume"]
 EVAL = ["eval", "--checkpoint", "{w}/run/checkpoint", "--out", "{w}/ev", "eval.n_tasks=2"]
@@ -267,7 +279,7 @@ CASES = [
     Case("shard listed but missing", AD_TRAIN, "shard-00001.h5", lambda w: (w / "data/shard-00001.h5").unlink()),
     Case("shard truncated", AD_TRAIN, "shard-00001.h5",
          lambda w: (w / "data/shard-00001.h5").write_bytes((w / "data/shard-00001.h5").read_bytes()[:-200])),
-    Case("shard with a flipped byte", AD_TRAIN, "shard-00001.h5", _flip_byte),
+    Case("shard with a flipped byte", AD_TRAIN, "shard-00001.h5", _flip_data_byte),
     Case("manifest spec that is garbage", AD_TRAIN, "spec", _manifest(lambda m: m.update(spec={"env_id": 3}))),
     Case("obs of the wrong shape", AD_TRAIN, "steps/obs",
          _shard(lambda a: a.update({"steps/obs": np.zeros((len(a["steps/obs"]), 2), np.int64)}))),

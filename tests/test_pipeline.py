@@ -160,12 +160,15 @@ def test_filter_command_and_lhf_weighted_training(tmp_path, capsys):
     common = ["env.kwargs.n_arms=3", "env.kwargs.horizon=40", "collect.algorithms=thompson,random",
               "collect.runs_per_task=4", "filter.window=10", *TINY_MODEL, "model.kind=ad"]
     assert main(["collect", "--quiet", "--out", str(data), *common, "collect.n_tasks=6"]) == 0
-    assert main(["filter", "--data", str(data), *common]) == 0
+    assert main(["filter", "--data", str(data), *common, "filter.use=loss"]) == 0
     text = capsys.readouterr().out
     assert "thompson" in text and "random" in text and (data / "lhf_best_worst.png").exists()
     assert main(["verify", str(data)]) == 0
-    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *common, f"data.dataset={data}",
-                 "filter.enabled=true", "filter.use=loss", "train.steps=3", "train.batch_size=4"]) == 0
+    train = ["train", "--quiet", "--out", str(tmp_path / "run"), *common, f"data.dataset={data}", "filter.enabled=true",
+             "train.steps=3", "train.batch_size=4"]
+    assert main([*train, "filter.use=loss"]) == 0
+    assert main([*train, "filter.use=sample", "--overwrite"]) == 2  # weights of another filter section: stale
+    assert "`icrl filter --config CONFIG --data" in capsys.readouterr().err
 
 
 def test_point_robot_dpt_and_ad_end_to_end_with_success_rate(tmp_path, capsys):

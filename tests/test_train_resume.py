@@ -47,19 +47,28 @@ def _logged_step(run):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["live-stream", "shards-streamed"])
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, streaming):
     """The kill is keyed to progress, not wall time: it lands right after a step drawn at random
     between the first checkpoint (step 10) and the end, whatever the machine's speed. One trial
-    kills on a checkpoint step (inside or right after the write), the other anywhere."""
+    kills on a checkpoint step (inside or right after the write), the other anywhere. Samples come
+    from a live stream, or are read window by window from a dataset's shards."""
     steps = 300
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(ref, steps), check=True, capture_output=True)
+    extra = []
+    if streaming:
+        data = tmp_path / "data"
+        subprocess.run([sys.executable, "-m", "icrl.cli", "collect", "--quiet", "--out", str(data), *TRAIN[2:4],
+                        "collect.algorithms=dpt_random", "collect.n_tasks=40", "collect.histories_per_shard=8"],
+                       check=True, capture_output=True)
+        extra = ["data.source=dataset", f"data.dataset={data}", "data.streaming=true"]
+    subprocess.run(_cmd(ref, steps, *extra), check=True, capture_output=True)
     rng = random.Random(0)
     # margin before the end: the run goes on for a few steps between the poll and the kill
     targets = [10 * rng.randint(1, (steps - 60) // 10), rng.randint(11, steps - 60)]
     for trial, target in enumerate(targets):
         run = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(_cmd(run, steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_cmd(run, steps, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while _logged_step(run) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.002)
@@ -70,7 +79,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
         logged = _logged_step(run)
         assert proc.returncode == -signal.SIGKILL and logged < steps, f"the run ended before the kill (step {logged})"
         assert 10 <= done <= logged < steps and logged >= target, (target, done, logged)
-        subprocess.run(_cmd(run, steps, "--resume"), check=True, capture_output=True)
+        subprocess.run(_cmd(run, steps, *extra, "--resume"), check=True, capture_output=True)
         assert _same(_weights(run), _weights(ref))
         assert _losses(run) == _losses(ref)
 

@@ -79,7 +79,7 @@ def rewrite_shard(directory: Path, edit: Callable[[dict[str, np.ndarray]], None]
     sha = _write_h5(path, fill)
     manifest = json.loads((directory / "manifest.json").read_text())
     entry = next(e for e in manifest["shards"] if e["file"] == name)
-    entry["sha256"] = sha
+    entry["sha256"], entry["bytes"] = sha, path.stat().st_size
     if manifest_edit is not None:
         manifest_edit(manifest)
     (directory / "manifest.json").write_text(json.dumps(manifest))
