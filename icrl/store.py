@@ -81,7 +81,8 @@ class HistoryStore:
             (also each shard's content checksum, from the same reads: corruption caught without a
             second pass), or "index" (layout and index only, no step read: a reader that checks
             what it reads, :class:`icrl.steps.ShardSteps`).
-        cache_bytes: HDF5's chunk cache, split over the shards (None: h5py's 1 MiB per file).
+        cache_bytes: HDF5's chunk cache, split over the shards' step fields (None: h5py's 1 MiB per
+            field and shard).
     """
 
     def __init__(self, directory: str | os.PathLike, check: str = "values", cache_bytes: int | None = None) -> None:
@@ -145,7 +146,8 @@ class HistoryStore:
             raise FileNotFoundError(f"shards listed in {self.directory}/manifest.json are "
                                     f"missing: {absent}; run `icrl verify {self.directory}`")
         self._files, self._datasets, self._pid = [], [], os.getpid()
-        cache = {} if self._cache_bytes is None else {"rdcc_nbytes": max(1 << 16, self._cache_bytes // len(paths))}
+        # h5py's chunk cache is per dataset: the budget is split over the shards' step fields (<= 10)
+        cache = {} if self._cache_bytes is None else {"rdcc_nbytes": max(1 << 16, self._cache_bytes // (10 * len(paths)))}
         for p in paths:
             try:
                 self._files.append(h5py.File(p, "r", **cache))
