@@ -1,4 +1,6 @@
-"""Training samples for AD and DPT, drawn from learning histories in memory or from a stream.
+"""Training samples, drawn from learning histories in memory, read from the shards on demand
+(:mod:`icrl.steps`) or made by a live stream. The sampler draws histories, window starts and
+weights; each method lays out its samples (:mod:`icrl.methods`):
 
 - AD (Laskin et al. 2022): a window of ``seq_len`` consecutive steps of one history, across its
   episodes; inputs (obs_t, a_{t-1}, r_{t-1}), targets a_t at every position.
@@ -34,6 +36,7 @@ import torch
 from icrl import envs
 from icrl.collectors import collect_block
 from icrl.histories import HistoryBatch
+from icrl.methods import method_of
 from icrl.spaces import EnvSpec
 from icrl.steps import MemorySteps, ShardSteps
 
@@ -42,17 +45,16 @@ OBS_FIELDS = ("obs", "ctx_obs", "ctx_next_obs", "query_obs", "wm_next_obs")  # s
 ACTION_FIELDS = ("prev_action", "target", "ctx_action")  # sample fields in action units (Box families)
 
 
-def _flat(x: np.ndarray) -> np.ndarray:
-    """Stored obs or actions as (N, k): Discrete obs (N,) -> (N, 1), Box (N, *shape) -> (N, prod(shape))."""
-    return x.reshape(len(x), -1)
-
-
 class HistorySampler:
     """Random AD windows or DPT samples from histories held in memory.
 
+    The method (``kind``, :mod:`icrl.methods`) lays out each sample from the drawn histories and
+    window starts; the draws of histories, starts and weights are the sampler's.
+
     Args:
-        batch: all histories (``HistoryStore.load()``).
-        kind: "ad" or "dpt".
+        batch: all histories (``HistoryStore.load()``), or their steps read from the shards
+            (:class:`icrl.steps.ShardSteps`).
+        kind: the method's name, "ad" or "dpt".
         length: AD window length T or DPT context length n, in steps.
         weights: (n_histories,) non-negative per-history weights, or None for all ones.
         weighting: "none", "sample" or "loss".
@@ -78,9 +80,8 @@ class HistorySampler:
         self.offsets, self.lengths, self.task = self.steps.offsets, self.steps.lengths, self.steps.task
         if world_model and not self.steps.has("next_obs"):
             raise ValueError("DICP's world model learns o_{t+1} from next_obs; these histories have no next_obs per step")
-        if kind == "dpt" and not (self.steps.has("oracle_action") and self.steps.has("next_obs")):
-            raise ValueError("DPT needs histories with oracle_action and next_obs per step; "
-                             "collect them from an env family whose task distribution has an oracle")
+        self.method = method_of(kind)
+        self.method.check_data(self.steps)
         short = np.flatnonzero(self.lengths < length)
         if len(short):
             raise ValueError(f"{len(short)} histories are shorter than the {'AD window' if kind == 'ad' else 'DPT context'} "
@@ -128,38 +129,11 @@ class HistorySampler:
             h = rng.choice(len(self.lengths), size=batch_size, p=self.p)  # (B,)
         start = rng.integers(0, self.lengths[h] - self.length + 1)  # (B,) window start within history
         idx = (self.offsets[h] + start)[:, None] + np.arange(self.length)  # (B, L) flat step indices
-        take = self.steps.take
         loss_w = self.weights[h] if self.weighting == "loss" else np.ones(batch_size)
         out = {"weights": torch.as_tensor(loss_w, dtype=torch.float32)}
         if paired:
             out["task_ids"] = torch.as_tensor(self.task[h])  # (B,)
-        if self.kind == "ad":
-            # (B, T) previous step, kept inside the history; the sentinel (-1, or NaN for Box) marks its first
-            prev = np.maximum(idx - 1, self.offsets[h][:, None])
-            first = (start[:, None] + np.arange(self.length)) == 0  # (B, T)
-            action, prev_action, prev_reward = (take("action", idx), take("action", prev), take("reward", prev))
-            if self.discrete:
-                prev_action = np.where(first, -1, prev_action)  # (B, T)
-            else:
-                prev_action = np.where(first[..., None], np.nan, prev_action).astype(np.float32)  # (B, T, d)
-            prev_reward = np.where(first, 0.0, prev_reward)  # (B, T)
-            out.update(obs=torch.as_tensor(take("obs", idx)), prev_action=torch.as_tensor(prev_action),
-                       prev_reward=torch.as_tensor(prev_reward, dtype=torch.float32),
-                       target=torch.as_tensor(action))
-            if self.world_model:  # the query (o_t, a_t) -> (r_t, o_{t+1}), as stored (right across episode ends)
-                out.update(wm_reward=torch.as_tensor(take("reward", idx)), wm_next_obs=torch.as_tensor(take("next_obs", idx)))
-                if 0 < self.readouts < self.length:
-                    out["wm_steps"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
-            return self.augment(out, rng)
-        # DPT: the query is a state the history visited; its label the oracle action there.
-        q = self.offsets[h] + rng.integers(0, self.lengths[h])  # (B,)
-        out.update(ctx_obs=torch.as_tensor(take("obs", idx)), ctx_action=torch.as_tensor(take("action", idx)),
-                   ctx_reward=torch.as_tensor(take("reward", idx)), ctx_next_obs=torch.as_tensor(take("next_obs", idx)),
-                   query_obs=torch.as_tensor(take("obs", q)), target=torch.as_tensor(take("oracle_action", q)))
-        if 0 < self.readouts <= self.length:
-            out["prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length + 1, self.readouts, replace=False)))
-        if self.world_model and 0 < self.readouts < self.length:  # query transitions j -> (r_j, s'_j)
-            out["wm_prefixes"] = torch.as_tensor(np.sort(rng.choice(self.length, self.readouts, replace=False)))
+        out.update(self.method.sample(self.steps, h, start, idx, rng, self.readouts, self.world_model))
         return self.augment(out, rng)
 
     def augment(self, out: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:

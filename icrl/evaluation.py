@@ -23,6 +23,7 @@ from icrl.checkpoint import load_model
 from icrl.collectors import child_seed_sequence, make_policy, run_policy
 from icrl.config import Config, ConfigError, to_dict
 from icrl.histories import HistoryBatch, atomic_write
+from icrl.methods import method_of
 from icrl.models.encoders import first_action
 from icrl.planning import CachedImaginer, PlanSettings, beam_search, candidate_search, context_steps
 from icrl.precision import autocast, resolve_precision
@@ -34,10 +35,11 @@ SCHEMA = "icrl.results/v1"
 
 
 class ModelPolicy:
-    """A pretrained AD or DPT model as a batched policy: one cached token per step, no re-encoding.
+    """A pretrained model as a batched policy: one cached token per step, no re-encoding.
 
-    AD appends the token (obs_t, a_{t-1}, r_{t-1}) and reads a_t from it (rolling window cache);
-    DPT reads out the current query against the cached context, then appends the transition. The
+    Its method steps it (:mod:`icrl.methods`): AD appends the token (obs_t, a_{t-1}, r_{t-1}) and
+    reads a_t from it (rolling window cache); DPT reads out the current query against the cached
+    context, then appends the transition. The
     action comes from the model's head (``ActionHead.act``): sampled at ``temperature``, or the
     argmax / mean with ``greedy``. A DICP model with ``plan`` settings plans instead once its
     context is full (``icrl.planning``: beam search for Discrete actions, candidates for Box ones)
@@ -50,7 +52,7 @@ class ModelPolicy:
                  temperature: float = 1.0, plan: PlanSettings | None = None, precision: str = "fp32") -> None:
         self.model, self.rng, self.greedy, self.temperature = model, rng, greedy, temperature
         self.precision = precision
-        self.config = model.config
+        self.config, self.method = model.config, method_of(model.config.kind)
         self.device = next(model.parameters()).device
         self.cache = model.new_cache(num_envs, device=self.device)
         self.prev_action = first_action(self.config.action, num_envs, self.device)  # (N,) or (N, d) sentinel
@@ -74,10 +76,7 @@ class ModelPolicy:
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         with autocast(self.device, self.precision):
-            if self.config.kind == "ad":
-                out = self.model.step(self.cache, self._obs(obs), self.prev_action, self.prev_reward)  # (N, out)
-            else:
-                out = self.model.readout(self.cache, self._obs(obs))  # (N, out)
+            out = self.method.act(self.model, self.cache, self._obs(obs), self.prev_action, self.prev_reward)
             out = out.float()  # (N, out) the draw, its temperature and the search in fp32
             if self.plan is not None and self.t >= self.plan.start:
                 actions = self._planned(self._obs(obs), out)  # (N,) or (N, d)
@@ -102,11 +101,9 @@ class ModelPolicy:
                terminated: np.ndarray, truncated: np.ndarray) -> None:
         a = self._action(actions)
         r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
-        if self.config.kind == "ad":
-            self.prev_action, self.prev_reward = a, r
-        else:
-            with autocast(self.device, self.precision):
-                self.model.append(self.cache, self._obs(obs), a, r, self._obs(next_obs))
+        with autocast(self.device, self.precision):
+            if self.method.observe(self.model, self.cache, self._obs(obs), a, r, self._obs(next_obs)):
+                self.prev_action, self.prev_reward = a, r
         self.t += 1
         self.episode_t = np.where(np.asarray(terminated) | np.asarray(truncated), 0, self.episode_t + 1)  # (N,)
 
@@ -376,9 +373,10 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
     methods = ([model_method(cfg, mcfg)] if model is not None else []) + (cfg.eval.baselines or list(spec.baselines))
     if not spec.has_oracle and "oracle" in methods:
         methods.remove("oracle")
-    if model is not None and (mcfg.kind == "ad" or metric == "episode_return") and "source" not in methods:
-        # AD imitates its source, and an MDP model learned from its histories: compare with the
-        # source's own learning curve on the same tasks
+    if model is not None and (method_of(mcfg.kind).imitates_source or metric == "episode_return") \
+            and "source" not in methods:
+        # a method that imitates its source, and an MDP model learned from its histories: compare
+        # with the source's own learning curve on the same tasks
         methods.append("source")
     if "source" in methods and len(cfg.collect.algorithms) == 1 and cfg.collect.algorithms[0] in methods:
         methods.remove(cfg.collect.algorithms[0])  # the same curve as "source" (same tasks, same random numbers)

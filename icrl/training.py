@@ -26,8 +26,9 @@ from icrl.data import HistorySampler, StreamSampler
 from icrl.evaluation import check_model_fits, probe
 from icrl.integrity import quick_check
 from icrl.lock import folder_lock
-from icrl.models import check_batch, dicp_loss, head_loss
-from icrl.models import make_model as build_model
+from icrl.methods import make_model as build_model
+from icrl.methods import method_loss, method_of
+from icrl.models import check_batch
 from icrl.models.transformer import ModelConfig
 from icrl.plots import plot_training
 from icrl.precision import autocast as precision_context, resolve_precision
@@ -69,16 +70,16 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     ``data.streaming``, where process ``share = (rank, world)`` of a DDP run samples from its own
     shards (every ``world``-th), if there are at least as many shards as processes.
     """
-    d, kind = cfg.data, cfg.model.kind
+    d, kind, method = cfg.data, cfg.model.kind, method_of(cfg.model.kind)
     if d.source == "stream":
         if d.episode_stride > 1 or d.symmetries:
             key = "episode_stride: subsampling" if d.episode_stride > 1 else "symmetries: augmentation"
             raise ConfigError(f"data.{key} applies to histories on disk (data.source: dataset)")
         steps = spec.horizon * cfg.collect.episodes
-        n = (d.seq_len if kind == "ad" else d.context_len) or steps
+        n = method.length(d, spec.horizon, steps)
         if n > steps:
-            raise ConfigError(f"data: a {n}-step {'window' if kind == 'ad' else 'context'} is longer than the "
-                              f"{steps}-step histories of the stream (env horizon x collect.episodes)")
+            raise ConfigError(f"data.{method.length_key}: {n}-step samples are longer than the {steps}-step "
+                              f"histories of the stream (env horizon x collect.episodes)")
         try:
             return StreamSampler(kind, cfg.env.id, cfg.env.kwargs, n, cfg.collect.algorithms, cfg.collect.fractions,
                                  cfg.collect.algorithm_params(), cfg.collect.episodes, d.readouts,
@@ -125,7 +126,7 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
     if batch.lengths.min() == 0:
         raise ConfigError(f"data.episode_stride: {int((batch.lengths == 0).sum())} histories have fewer than "
                           f"{d.episode_stride} episodes")
-    length = (d.seq_len if kind == "ad" else d.context_len) or int(batch.lengths.min() if kind == "ad" else spec.horizon)
+    length = method.length(d, spec.horizon, int(batch.lengths.min()))
     try:
         return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions,
                               world_model=cfg.model.world_model, symmetries=symmetries), length
@@ -183,20 +184,17 @@ def model_config(cfg: Config, spec: EnvSpec, length: int) -> ModelConfig:
 def check_trainable(cfg: Config, spec: EnvSpec) -> None:
     """ConfigError before any work when the method cannot learn on this env (DPT needs an oracle)
     or the model's attention window is longer than the windows it would be trained on."""
-    if cfg.model.kind == "dpt" and not spec.has_oracle:
-        raise ConfigError(f"model.kind: DPT learns the oracle's action, and {cfg.env.id} has no oracle_action")
-    d = cfg.data
-    if cfg.model.kind == "ad":
-        length = d.seq_len or spec.horizon * (cfg.collect.episodes // d.episode_stride)
-    else:
-        length = d.context_len or spec.horizon
+    method, d = method_of(cfg.model.kind), cfg.data
+    if method.needs_oracle and not spec.has_oracle:
+        raise ConfigError(f"model.kind: {method.name.upper()} learns the oracle's action, and {cfg.env.id} has no "
+                          f"oracle_action")
+    length = method.length(d, spec.horizon, spec.horizon * (cfg.collect.episodes // d.episode_stride))
     if paired_batches(cfg.model) and cfg.train.batch_size % 2:
         raise ConfigError(f"train.batch_size: t2mir's contrastive loss pairs two segments per task, so the batch "
                           f"size must be even, got {cfg.train.batch_size} (or set model.contrast_weight=0)")
     if cfg.model.window > length:
-        what = "data.seq_len" if cfg.model.kind == "ad" else "data.context_len"
         raise ConfigError(f"model.window: {cfg.model.window} steps is longer than the {length}-step windows the "
-                          f"model trains on ({what}); it would attend over spans it never saw")
+                          f"model trains on (data.{method.length_key}); it would attend over spans it never saw")
 
 
 def selection_config(cfg: Config) -> Config:
@@ -258,8 +256,7 @@ def training_rewards(sampler: Any, rng: np.random.Generator, batch_size: int) ->
 
 
 def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The method's weighted loss on one batch (AD: every position; DPT: every prefix 0..n; DICP:
-    plus lambda times its world-model losses, :func:`icrl.models.dicp_loss`) and the backbone's
+    """The method's weighted loss on one batch (:func:`icrl.methods.method_loss`) and the backbone's
     auxiliary loss of the same pass (T2MIR's balance and contrastive terms; None for a backbone
     without one). :func:`loss_parts` gives DICP's terms apart."""
     return loss_parts(model, kind, batch)[:2]
@@ -268,18 +265,9 @@ def loss_of(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]) -
 def loss_parts(model: torch.nn.Module, kind: str, batch: dict[str, torch.Tensor]
                ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
     """:func:`loss_of` and the detached terms of a DICP loss (``loss_policy``, ``loss_reward``,
-    ``loss_next_obs``; empty for AD and DPT)."""
-    inner = getattr(model, "module", model)  # under DDP, the wrapped model
-    if inner.config.world_model:
-        total, parts = dicp_loss(model, kind, batch)
-        return total, inner.aux_loss(), parts
-    task_ids = batch.get("task_ids")
-    if kind == "ad":
-        out = model(batch["obs"], batch["prev_action"], batch["prev_reward"], task_ids)  # (B, T, out)
-    else:
-        out = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
-                    batch["query_obs"], batch.get("prefixes"), task_ids)  # (B, J, out)
-    return head_loss(inner.head, out, batch["target"], batch["weights"]), inner.aux_loss(), {}
+    ``loss_next_obs``; empty without a world model)."""
+    total, parts = method_loss(model, kind, batch)
+    return total, getattr(model, "module", model).aux_loss(), parts
 
 
 def paired_batches(model: Any) -> bool:
@@ -480,7 +468,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
         print(f"precision: {precision}" + (f" (bf16 ran {timing['speedup']:.2f}x as fast as fp32)"
                                            if timing["measured"] else ""))
     select_cfg, lower_is_better = selection_config(cfg), spec.reports_regret
-    tokens_per_sample = length if mcfg.kind == "ad" else length + (cfg.data.readouts or length + 1)
+    tokens_per_sample = method_of(mcfg.kind).sample_tokens(length, cfg.data.readouts)
     if mcfg.world_model:  # DICP's query-action readouts
         tokens_per_sample += cfg.data.readouts if 0 < cfg.data.readouts < length else length
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", unit="step", disable=not progress or not ddp.master)

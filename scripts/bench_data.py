@@ -82,7 +82,7 @@ def headroom(data: Path, repeats: int) -> dict:
     from icrl.config import load_config
     from icrl.spaces import EnvSpec
     from icrl.training import loss_of, make_optimizer, make_sampler, model_config
-    from icrl.models import make_model
+    from icrl.methods import make_model
 
     cfg = load_config(CONFIG, [f"data.dataset={data}", "data.streaming=true"])
     spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)

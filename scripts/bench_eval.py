@@ -79,7 +79,7 @@ def bench_ad(n: int, batch: int, g: torch.Generator) -> dict:
 def bench_train(batch: int) -> dict:
     from icrl.config import load_config
     from icrl.spaces import EnvSpec
-    from icrl.models import make_model
+    from icrl.methods import make_model
     from icrl.training import loss_of, make_sampler, model_config
 
     cfg = load_config("configs/quickstart.yaml")

@@ -19,7 +19,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from icrl.models import ModelConfig, make_model
+from icrl.methods import make_model
+from icrl.models import ModelConfig
 from icrl.models.encoders import first_action
 from icrl.planning import CachedImaginer, ReencodeImaginer, beam_search
 from icrl.spaces import space_to_dict

@@ -25,7 +25,7 @@ import torch
 
 from icrl.collect import collect
 from icrl.config import load_config
-from icrl.models import make_model
+from icrl.methods import make_model
 from icrl.precision import autocast, resolve_precision
 from icrl.spaces import EnvSpec
 from icrl.training import loss_of, make_optimizer, make_sampler, model_config

@@ -9,7 +9,8 @@ import torch
 from icrl.config import ConfigError, load_config
 from icrl.data import HistorySampler
 from icrl.histories import HistoryBatch
-from icrl.models import BACKBONES, ADModel, DPTModel, ModelConfig, check_backbone, make_model
+from icrl.methods import make_model
+from icrl.models import BACKBONES, ADModel, DPTModel, ModelConfig, check_backbone
 from icrl.models.backbones import ATTENTION, Structure, make_backbone
 from icrl.models.t2mir import pooled_inputs
 from icrl.training import make_optimizer

@@ -69,7 +69,7 @@ MODEL_JSON_CASES = [
     ({"window": 0.5}, "ModelConfig.window must be an integer"),
     ({"dropout": "x"}, "ModelConfig.dropout must be a number"),
     ({"rope": 1}, "ModelConfig.rope must be true or false"),
-    ({"kind": "gpt"}, "ModelConfig.kind must be 'ad' or 'dpt'"),
+    ({"kind": "gpt"}, "ModelConfig.kind must be one of ['ad', 'dpt'], got 'gpt'"),
     ({"obs_space": {"type": "Discrete", "n": 0, "start": 0}}, "ModelConfig.obs_space: Discrete n must be an integer in [1"),
     ({"obs_space": {"type": "Discrete", "n": 2.5, "start": 0}}, "ModelConfig.obs_space: Discrete n must be an integer"),
     ({"obs_space": {"type": "MultiDiscrete", "nvec": [3, False]}}, "ModelConfig.obs_space: MultiDiscrete nvec must be an integer"),
@@ -118,7 +118,7 @@ def test_the_memory_bound_is_raised_by_environment_or_argument(run, capsys, monk
 
 
 def test_the_estimate_bounds_the_real_model():
-    from icrl.models import make_model
+    from icrl.methods import make_model
     from icrl.models.transformer import ModelConfig
 
     for kind in ("ad", "dpt"):

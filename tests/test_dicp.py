@@ -16,7 +16,8 @@ import torch
 from icrl.cli import main
 from icrl.data import HistorySampler
 from icrl.histories import HistoryBatch
-from icrl.models import ADModel, BACKBONES, DPTModel, ModelConfig, dicp_loss, head_loss, make_model
+from icrl.methods import make_model, method_loss
+from icrl.models import ADModel, BACKBONES, DPTModel, ModelConfig, head_loss
 from icrl.models.backbones import ATTENTION
 from icrl.models.encoders import first_action
 from icrl.planning import CachedImaginer, ReencodeImaginer, action_order, beam_search, candidate_search
@@ -79,7 +80,7 @@ def test_dicp_loss_is_policy_plus_lambda_world(kind):
     m = model(cfg)
     s = HistorySampler(_grid_batch(), kind, 8, readouts=3, world_model=True)
     batch = s.sample(np.random.default_rng(0), 4)
-    total, parts = dicp_loss(m, kind, batch)
+    total, parts = method_loss(m, kind, batch)
     assert total.item() == pytest.approx((parts["loss_policy"] + 0.5 * (parts["loss_reward"] + parts["loss_next_obs"])).item())
     plain_cfg = ModelConfig(**{**cfg.to_dict(), "world_model": False})
     plain = (ADModel if kind == "ad" else DPTModel)(plain_cfg, torch.Generator().manual_seed(0)).double()

@@ -143,7 +143,7 @@ def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypa
     from pathlib import Path
 
     from icrl.checkpoint import save_checkpoint
-    from icrl.models import make_model
+    from icrl.methods import make_model
     from icrl.models.transformer import ModelConfig
 
     root = Path(__file__).parent.parent

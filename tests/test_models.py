@@ -17,9 +17,9 @@ from icrl.models import (
     check_batch,
     dpt_loss,
     encode_obs,
-    make_model,
     readout_mask,
 )
+from icrl.methods import make_model
 from icrl.spaces import EnvSpec, space_to_dict
 
 

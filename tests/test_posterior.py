@@ -61,7 +61,7 @@ def test_cross_entropy_is_entropy_plus_kl():
 @pytest.mark.parametrize("contexts", ["train", "own"])
 def test_posterior_gap_script(contexts, tmp_path, capsys, monkeypatch):
     from icrl.checkpoint import save_checkpoint
-    from icrl.models import make_model
+    from icrl.methods import make_model
     from icrl.models.transformer import ModelConfig
 
     root = Path(__file__).parent.parent

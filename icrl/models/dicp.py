@@ -16,7 +16,8 @@ readouts: it sees a prefix of the stream and itself, nothing sees it), embedding
 
 Labels are the history's stored ``reward`` and ``next_obs`` of the queried step (the episode's
 real last observation where it ended, never the autoreset one). The loss (the reference's
-``loss_action + dynamics_strength * (loss_reward + loss_next_state)``) is
+``loss_action + dynamics_strength * (loss_reward + loss_next_state)``; assembled by
+:func:`icrl.methods.method_loss` from the method's outputs and labels) is
 
     L = L_policy + lambda (L_reward + L_next_obs),            lambda = model.world_model_coef
 
@@ -49,7 +50,7 @@ from .ad import ADModel
 from .backbones import Structure
 from .dpt import DPTModel
 from .encoders import is_first
-from .losses import head_loss, reduce_positions
+from .losses import reduce_positions
 from .transformer import ModelConfig, init_weights
 
 
@@ -304,37 +305,3 @@ class DICPDPTModel(DICPMixin, DPTModel):
         """DPT's query-state readout token: obs (N, k) -> (N, 1, C)."""
         return self.embed(self.readout_features(obs[:, None]))  # (N, 1, C)
 
-
-def dicp_loss(model: nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DICP's loss on one batch: ``L_policy + lambda (L_reward + L_next_obs)``.
-
-    Args:
-        model: a DICP model (or its DDP wrapper).
-        kind: "ad" or "dpt".
-        batch: the sampler's batch with ``world_model=True``: AD windows with ``wm_reward`` (B, T)
-            and ``wm_next_obs`` (B, T, k) (and ``wm_steps`` (M,)); DPT samples (and ``wm_prefixes``).
-
-    Returns:
-        The total loss and its parts (detached): ``loss_policy``, ``loss_reward``, ``loss_next_obs``.
-    """
-    inner = getattr(model, "module", model)
-    weights, task_ids = batch["weights"], batch.get("task_ids")
-    if kind == "ad":
-        steps = batch.get("wm_steps")
-        policy, r_out, o_out = model(batch["obs"], batch["prev_action"], batch["prev_reward"], task_ids,
-                                     query_action=batch["target"], query_steps=steps)  # (B, T, out), (B, M, R), (B, M, D)
-        reward, next_obs = batch["wm_reward"], batch["wm_next_obs"]  # (B, T), (B, T, k)
-        if steps is not None:
-            reward, next_obs = reward[:, steps], next_obs[:, steps]  # (B, M), (B, M, k)
-    else:
-        wm = batch.get("wm_prefixes")
-        policy, r_out, o_out = model(batch["ctx_obs"], batch["ctx_action"], batch["ctx_reward"], batch["ctx_next_obs"],
-                                     batch["query_obs"], batch.get("prefixes"), task_ids, world=True,
-                                     world_prefixes=wm)  # (B, J, out), (B, M, R), (B, M, D)
-        reward, next_obs = batch["ctx_reward"], batch["ctx_next_obs"]  # (B, n), (B, n, k)
-        if wm is not None:
-            reward, next_obs = reward[:, wm], next_obs[:, wm]  # (B, M), (B, M, k)
-    l_pi = head_loss(inner.head, policy, batch["target"], weights)
-    l_r, l_o = inner.world_losses(r_out, o_out, reward, next_obs, weights)
-    total = l_pi + inner.config.world_model_coef * (l_r + l_o)
-    return total, {"loss_policy": l_pi.detach(), "loss_reward": l_r.detach(), "loss_next_obs": l_o.detach()}

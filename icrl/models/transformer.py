@@ -82,8 +82,10 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"ModelConfig.{name} must be a number, got {brief(value)}")
-        if self.kind not in ("ad", "dpt"):
-            raise ValueError(f"ModelConfig.kind must be 'ad' or 'dpt', got {brief(self.kind)}")
+        from icrl.methods import METHODS  # the methods stand above the models
+
+        if self.kind not in METHODS:
+            raise ValueError(f"ModelConfig.kind must be one of {sorted(METHODS)}, got {brief(self.kind)}")
         values = self.reward_values
         if not isinstance(values, (list, tuple)) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
@@ -154,7 +156,9 @@ class ModelConfig:
         out = 2 * A if self.head == "gaussian" else A
         features = 2 * D + 2 * A + 2  # DPT's [s | a | r | s' | flag | r * one-hot(a)], wider than AD's
         params = (features + 1) * C + 2 * C + (C + 1) * out + 2 * D + 2 * A  # input, final LayerNorm, head
-        T = self.block_size if self.kind == "ad" else 2 * self.block_size + 1
+        from icrl.methods import method_of
+
+        T = method_of(self.kind).pass_tokens(self.block_size)
         if self.world_model:  # DICP: the query-action embedding, the reward and next-obs heads, a query per step
             params += (D + A + 2) * C + (C + 1) * (max(1, len(self.reward_values)) + D)
             T += self.block_size
