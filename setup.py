@@ -31,6 +31,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "jsonschema>=4", "setuptools>=70.1", "wheel"],
         "ray": ["ray>=2.9"],
+        # Meta-World ML1 and Half-Cheetah-Vel (envs/metaworld.py, envs/half_cheetah_vel.py);
+        # metaworld 3.1.1 pins mujoco==3.3.0, which gymnasium[mujoco] 1.x accepts.
+        "mujoco": ["metaworld==3.1.1", "gymnasium[mujoco]>=1.1,<2"],
     },
     entry_points={"console_scripts": ["icrl = icrl.cli:main"]},
 )

@@ -14,7 +14,10 @@ Ids: ``icrl/GaussianBandit-v0``, ``icrl/BernoulliBandit-v0``, ``icrl/LinearBandi
 ``icrl/DarkRoom-v0``, ``icrl/DarkRoomLarge-v0``, ``icrl/DarkRoomHard-v0``,
 ``icrl/DarkRoomPermuted-v0`` (the Dark Room family) and ``icrl/KeyToDoor-v0`` (grid worlds, on
 the shared machinery of ``grid.py``); ``icrl/PointRobot-v0`` and ``icrl/SparsePointRobot-v0``
-(continuous 2-D navigation, ``point_robot.py``).
+(continuous 2-D navigation, ``point_robot.py``); ``icrl/MetaWorld-Reach-v3``,
+``icrl/MetaWorld-Push-v3``, ``icrl/MetaWorld-PickPlace-v3`` (Meta-World ML1, ``metaworld.py``) and
+``icrl/HalfCheetahVel-v0`` (``half_cheetah_vel.py``), MuJoCo simulators stepped in a loop
+(``sims.py``; they need the ``mujoco`` extra, imported only when one is built).
 """
 
 from .bandits import (
@@ -43,7 +46,19 @@ from .darkroom import (
     DarkRoomVectorEnv,
 )
 from .grid import GridTaskDistribution
+from .half_cheetah_vel import HalfCheetahVelEnv, HalfCheetahVelTaskDistribution, HalfCheetahVelVectorEnv
 from .keytodoor import KeyToDoorEnv, KeyToDoorTaskDistribution, KeyToDoorVectorEnv
+from .metaworld import (
+    PickPlaceEnv,
+    PickPlaceTasks,
+    PickPlaceVectorEnv,
+    PushEnv,
+    PushTasks,
+    PushVectorEnv,
+    ReachEnv,
+    ReachTasks,
+    ReachVectorEnv,
+)
 from .point_robot import (
     PointRobotEnv,
     PointRobotTaskDistribution,
@@ -104,6 +119,20 @@ __all__ += [  # the point robot families (point_robot.py)
     "SparsePointRobotTaskDistribution",
     "SparsePointRobotVectorEnv",
 ]
+__all__ += [  # the MuJoCo families (sims.py, metaworld.py, half_cheetah_vel.py)
+    "HalfCheetahVelEnv",
+    "HalfCheetahVelTaskDistribution",
+    "HalfCheetahVelVectorEnv",
+    "PickPlaceEnv",
+    "PickPlaceTasks",
+    "PickPlaceVectorEnv",
+    "PushEnv",
+    "PushTasks",
+    "PushVectorEnv",
+    "ReachEnv",
+    "ReachTasks",
+    "ReachVectorEnv",
+]
 
 # One line per family: the id, its single env, its native vector env, its task distribution.
 register_family(
@@ -152,4 +181,13 @@ register_family(
     SparsePointRobotEnv,
     SparsePointRobotVectorEnv,
     SparsePointRobotTaskDistribution,
+)
+register_family("icrl/MetaWorld-Reach-v3", ReachEnv, ReachVectorEnv, ReachTasks)
+register_family("icrl/MetaWorld-Push-v3", PushEnv, PushVectorEnv, PushTasks)
+register_family("icrl/MetaWorld-PickPlace-v3", PickPlaceEnv, PickPlaceVectorEnv, PickPlaceTasks)
+register_family(
+    "icrl/HalfCheetahVel-v0",
+    HalfCheetahVelEnv,
+    HalfCheetahVelVectorEnv,
+    HalfCheetahVelTaskDistribution,
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from icrl.config import ConfigError, describe, load_config
+from icrl.envs.sims import MissingExtra
 from icrl.spaces import SpaceError
 
 
@@ -249,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             _remove_empty_outputs()
             raise
-    except (ConfigError, SpaceError) as e:  # SpaceError: an env or dataset outside the space contract
-        print(f"icrl {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, SpaceError, MissingExtra) as e:  # SpaceError: an env or dataset outside the space
+        print(f"icrl {args.command}: error: {e}", file=sys.stderr)  # contract; MissingExtra: an extra to install
         return 2
     except OSError as e:  # storage: a full disk, a read-only or unwritable folder, a vanished file
         where = str(e.filename or "output")[:200]
