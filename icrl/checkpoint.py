@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from icrl.config import ConfigError
 from icrl.histories import write_synced
 from icrl.methods import make_model as build_model
-from icrl.models.transformer import ModelConfig
+from icrl.models.config import ModelConfig
 from icrl.spaces import EnvSpec
 from icrl.typed import brief
 

@@ -29,7 +29,7 @@ from icrl.lock import folder_lock
 from icrl.methods import make_model as build_model
 from icrl.methods import method_loss, method_of
 from icrl.models import check_batch
-from icrl.models.transformer import ModelConfig
+from icrl.models.config import ModelConfig
 from icrl.plots import plot_training
 from icrl.precision import autocast as precision_context, resolve_precision
 from icrl.runs import save_config

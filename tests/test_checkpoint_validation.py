@@ -119,7 +119,7 @@ def test_the_memory_bound_is_raised_by_environment_or_argument(run, capsys, monk
 
 def test_the_estimate_bounds_the_real_model():
     from icrl.methods import make_model
-    from icrl.models.transformer import ModelConfig
+    from icrl.models.config import ModelConfig
 
     for kind in ("ad", "dpt"):
         cfg = ModelConfig(kind=kind, obs_space={"type": "MultiDiscrete", "nvec": [5, 7]}, action_space=DISCRETE_3,

@@ -144,7 +144,7 @@ def test_visit_map_counts_every_step_of_every_rollout(tmp_path, capsys, monkeypa
 
     from icrl.checkpoint import save_checkpoint
     from icrl.methods import make_model
-    from icrl.models.transformer import ModelConfig
+    from icrl.models.config import ModelConfig
 
     root = Path(__file__).parent.parent
     spec = importlib.util.spec_from_file_location("visit_map", root / "scripts/visit_map.py")

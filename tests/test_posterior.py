@@ -62,7 +62,7 @@ def test_cross_entropy_is_entropy_plus_kl():
 def test_posterior_gap_script(contexts, tmp_path, capsys, monkeypatch):
     from icrl.checkpoint import save_checkpoint
     from icrl.methods import make_model
-    from icrl.models.transformer import ModelConfig
+    from icrl.models.config import ModelConfig
 
     root = Path(__file__).parent.parent
     spec = importlib.util.spec_from_file_location("posterior_gap", root / "scripts/posterior_gap.py")

@@ -11,7 +11,8 @@ from .dicp import DICPADModel, DICPDPTModel
 from .dpt import DPTModel
 from .encoders import ActionHead, check_batch, encode_obs
 from .losses import ad_loss, dpt_loss, head_loss
-from .transformer import KVCache, ModelConfig, Transformer
+from .config import ModelConfig
+from .transformer import KVCache, Transformer
 
 __all__ = [
     "ADModel",

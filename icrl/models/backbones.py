@@ -151,7 +151,7 @@ def check_backbone(name: str, seed: int = 0, atol: float = 1e-4) -> None:
     state as it was); a reset makes a packed sequence equal two separate ones; ``copy`` and
     ``index`` of a state continue exactly as the original rows; ``fork`` as :func:`check_fork` says.
     """
-    from icrl.models.transformer import ModelConfig
+    from icrl.models.config import ModelConfig
 
     windows = [None, 5] if name in ATTENTION else [None]
     for window in windows:

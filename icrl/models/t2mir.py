@@ -27,7 +27,8 @@ import torch.nn as nn
 from icrl.models.backbones import Structure
 from icrl.models.moe import ForkedPool, PoolState, T2MIRFeedForward
 from icrl.models.forks import ForkedCache
-from icrl.models.transformer import Block, KVCache, ModelConfig, Transformer
+from icrl.models.config import ModelConfig
+from icrl.models.transformer import Block, KVCache, Transformer
 
 
 def pooled_inputs(u: torch.Tensor, structure: Structure) -> torch.Tensor:
