@@ -169,9 +169,10 @@ class TrainConfig:
                          "against train/step in metrics.jsonl) on tasks other than the held-out ones; they choose "
                          "RUN/checkpoint-best; 0 = off", min=0)
     device: str = _f("auto", "auto (cuda if present), cpu or cuda", choices=["auto", "cpu", "cuda"])
-    precision: str = _f("auto", "fp32, bf16 (autocast, on CPU or CUDA) or auto: bf16 on a CUDA GPU with native bf16, "
-                        "on a CPU whichever a few timed steps of this model find faster (icrl/precision.py); "
-                        "training, probes and eval", choices=["auto", "fp32", "bf16"])
+    precision: str = _f("fp32", "fp32, bf16 (autocast, on CPU or CUDA) or auto: bf16 on a CUDA GPU with native bf16, "
+                        "on a CPU whichever a few timed steps of this model find faster (icrl/precision.py; the "
+                        "choice then depends on the machine and its load, so two runs may differ); training, "
+                        "probes and eval", choices=["auto", "fp32", "bf16"])
     threads: int = _f(0, "torch CPU threads; 0 = torch's default", min=0)
 
 
