@@ -24,21 +24,27 @@ action matrix; a task seen under all of them counts as that many tasks.
 ``paired=True`` lays a batch out as two halves of segments of the same tasks, row i and row
 i + B/2 from one task (a second history of it, drawn by weight among the task's histories, or
 another window of the same one), with ``task_ids`` (B,): T2MIR's contrastive pairs.
-All randomness comes from the ``np.random.Generator`` passed to ``sample``.
+All randomness comes from the ``np.random.Generator`` passed to ``sample``. :func:`make_sampler`
+builds the sampler a config asks for, with the dataset's checks and its LHF weights.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from icrl import envs
 from icrl.collectors import collect_block
+from icrl.config import Config, ConfigError
 from icrl.histories import HistoryBatch
+from icrl.integrity import quick_check
 from icrl.methods import method_of
 from icrl.spaces import EnvSpec
 from icrl.steps import MemorySteps, ShardSteps
+from icrl.store import HistoryStore
 
 
 OBS_FIELDS = ("obs", "ctx_obs", "ctx_next_obs", "query_obs", "wm_next_obs")  # sample fields in obs units
@@ -208,3 +214,138 @@ class StreamSampler:
         if paired:
             out["task_ids"] = torch.as_tensor(np.tile(np.arange(batch_size // 2), 2))  # (B,)
         return out
+
+
+def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray | None = None,
+                 weighting: str = "none", share: tuple[int, int] = (0, 1)) -> tuple[Any, int]:
+    """The batch sampler of ``cfg.data`` and the sequence length it produces (AD: T; DPT: n).
+
+    A dataset gets the cheap check at start (:func:`icrl.integrity.quick_check`); its values and
+    checksums are checked as they are read: all at once in memory, or window by window with
+    ``data.streaming``, where process ``share = (rank, world)`` of a DDP run samples from its own
+    shards (every ``world``-th), if there are at least as many shards as processes.
+    """
+    d, kind, method = cfg.data, cfg.model.kind, method_of(cfg.model.kind)
+    if d.source == "stream":
+        if d.episode_stride > 1 or d.symmetries:
+            key = "episode_stride: subsampling" if d.episode_stride > 1 else "symmetries: augmentation"
+            raise ConfigError(f"data.{key} applies to histories on disk (data.source: dataset)")
+        steps = spec.horizon * cfg.collect.episodes
+        n = method.length(d, spec.horizon, steps)
+        if n > steps:
+            raise ConfigError(f"data.{method.length_key}: {n}-step samples are longer than the {steps}-step "
+                              f"histories of the stream (env horizon x collect.episodes)")
+        try:
+            return StreamSampler(kind, cfg.env.id, cfg.env.kwargs, n, cfg.collect.algorithms, cfg.collect.fractions,
+                                 cfg.collect.algorithm_params(), cfg.collect.episodes, d.readouts,
+                                 world_model=cfg.model.world_model), n
+        except ValueError as e:
+            raise ConfigError(f"data.source: {e}") from None
+    symmetries = family_symmetries(cfg)
+    path = Path(d.dataset) if d.dataset else run_dir / "data"
+    problems = quick_check(path)  # manifest, sizes, index: a damaged dataset is a clear error, not a traceback
+    if problems:
+        raise ConfigError(f"data.dataset: {problems[0]}" + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
+    if d.streaming and d.episode_stride > 1:
+        raise ConfigError("data.episode_stride: subsampling episodes needs the dataset in memory (data.streaming: false)")
+    try:
+        store = HistoryStore(path, check="index" if d.streaming else "content", cache_bytes=d.cache_mb << 20)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise ConfigError(f"data.dataset: {str(e).splitlines()[0]}") from None
+    with contextlib.nullcontext() if d.streaming else store:  # a stream keeps its store open
+        if store.env_id != cfg.env.id:
+            raise ConfigError(f"data.dataset: {path} holds {store.env_id} histories but env.id is {cfg.env.id}")
+        try:
+            stored = store.spec
+        except ValueError as e:
+            raise ConfigError(f"data.dataset: {e}") from None
+        if not stored.same_world(spec):
+            raise ConfigError(f"data.dataset: {path} was collected with obs {stored.observation_space} and actions "
+                              f"{stored.action_space}, but {cfg.env.id} with these env.kwargs has obs "
+                              f"{spec.observation_space} and actions {spec.action_space}; collect again or use the "
+                              f"kwargs it was collected with")
+        if stored.horizon != spec.horizon:
+            raise ConfigError(f"data.dataset: {path} was collected with {stored.horizon}-step episodes but "
+                              f"{cfg.env.id} with these env.kwargs has {spec.horizon}; use the kwargs it was collected with")
+        if d.streaming:
+            rank, world = share
+            n_shards = len(store.shard_starts) - 1
+            batch = ShardSteps(store, spec.discrete_actions, stored, list(cfg.model.reward_values) or None,
+                               list(range(rank, n_shards, world)) if 1 < world <= n_shards else None)
+        else:
+            batch = store.load()
+    if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
+        weights, weighting = lhf_weights(cfg, path)
+    if not d.streaming:
+        batch = batch.every_episode(d.episode_stride)  # after LHF: the scores judge the whole history
+    if batch.lengths.min() == 0:
+        raise ConfigError(f"data.episode_stride: {int((batch.lengths == 0).sum())} histories have fewer than "
+                          f"{d.episode_stride} episodes")
+    length = method.length(d, spec.horizon, int(batch.lengths.min()))
+    try:
+        return HistorySampler(batch, kind, length, weights, weighting, d.readouts, spec.discrete_actions,
+                              world_model=cfg.model.world_model, symmetries=symmetries), length
+    except ValueError as e:
+        stride = f" (histories as kept by data.episode_stride={d.episode_stride})" if d.episode_stride > 1 else ""
+        raise ConfigError(f"data: {e}{stride}") from None
+
+
+def family_symmetries(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The env family's symmetries when ``data.symmetries`` asks for them (``load_config`` checked
+    that it declares some), else none."""
+    if not cfg.data.symmetries:
+        return ()
+    from icrl import envs
+
+    return tuple(envs.task_distribution(cfg.env.id, **cfg.env.kwargs).symmetries)
+
+
+def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
+    """The dataset's LHF weights for ``cfg.filter``, as the filter stage wrote them; training only
+    reads them (a missing or stale file is a ConfigError naming the command that writes it)."""
+    from icrl.filtering import load_weights
+
+    loaded = load_weights(path, cfg)
+    if loaded is None:
+        raise ConfigError(f"filter: {path} has no LHF weights for this config's filter section and seed {cfg.seed} "
+                          f"(or the data changed since); write them with `icrl filter --config CONFIG --data {path}` "
+                          f"(with the same overrides), or `icrl run`")
+    return loaded
+
+
+def stream_rows(sampler: Any, rng: np.random.Generator, batch_size: int, keys: tuple[str, str]) -> np.ndarray:
+    """A field of four stream batches (the first of ``keys`` a batch holds: AD's name, DPT's), its
+    (B, T, ...) rows flattened to (N, ...), drawn with their own generator ``rng``."""
+    rows = []
+    for _ in range(4):
+        b = sampler.sample(rng, batch_size)
+        x = b[keys[0]] if keys[0] in b else b[keys[1]]  # (B, T, ...)
+        rows.append(x.reshape(-1, *x.shape[2:]))  # (B*T, ...)
+    return torch.cat(rows).numpy()  # (N, ...)
+
+
+def in_memory(sampler: Any) -> dict[str, np.ndarray] | None:
+    """The step arrays of a sampler that holds its dataset in memory, else None (a stream, or
+    windows read from the shards)."""
+    steps = getattr(sampler, "steps", None)
+    return steps.arrays if isinstance(steps, MemorySteps) else None
+
+
+def training_obs(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Observations the model trains on, (N, k), for the Box normalisation statistics: the whole
+    dataset in memory (under every symmetry the samples are mapped by), or a few batches of a
+    stream or of windows read from the shards."""
+    arrays = in_memory(sampler)
+    if arrays is not None:
+        return np.concatenate([arrays["obs"] @ m.numpy().T for m, _ in sampler.symmetries]) if sampler.symmetries \
+            else arrays["obs"]
+    return stream_rows(sampler, rng, batch_size, ("obs", "ctx_obs"))  # (N, k)
+
+
+def training_rewards(sampler: Any, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Rewards the model trains on, (N,), for DICP's reward normalisation: the whole dataset in
+    memory, or a few batches of a stream or of windows read from the shards."""
+    arrays = in_memory(sampler)
+    if arrays is not None:
+        return arrays["reward"]
+    return stream_rows(sampler, rng, batch_size, ("wm_reward", "ctx_reward"))  # (N,)

@@ -69,7 +69,7 @@ def run_child(mode: str, data: str, streaming: bool, steps: int) -> dict:
         assert verify(data) == []
     else:  # "start": everything training does before its first step that touches the data
         from icrl.spaces import EnvSpec
-        from icrl.training import make_sampler
+        from icrl.data import make_sampler
 
         make_sampler(cfg, Path(data).parent, EnvSpec.for_env(cfg.env.id, cfg.env.kwargs))
     return {"seconds": time.perf_counter() - t0, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -81,7 +81,8 @@ def headroom(data: Path, repeats: int) -> dict:
 
     from icrl.config import load_config
     from icrl.spaces import EnvSpec
-    from icrl.training import loss_of, make_optimizer, make_sampler, model_config
+    from icrl.data import make_sampler
+    from icrl.training import loss_of, make_optimizer, model_config
     from icrl.methods import make_model
 
     cfg = load_config(CONFIG, [f"data.dataset={data}", "data.streaming=true"])

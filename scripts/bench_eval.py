@@ -80,7 +80,8 @@ def bench_train(batch: int) -> dict:
     from icrl.config import load_config
     from icrl.spaces import EnvSpec
     from icrl.methods import make_model
-    from icrl.training import loss_of, make_sampler, model_config
+    from icrl.data import make_sampler
+    from icrl.training import loss_of, model_config
 
     cfg = load_config("configs/quickstart.yaml")
     spec = EnvSpec.for_env(cfg.env.id, cfg.env.kwargs)

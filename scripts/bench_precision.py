@@ -28,7 +28,8 @@ from icrl.config import load_config
 from icrl.methods import make_model
 from icrl.precision import autocast, resolve_precision
 from icrl.spaces import EnvSpec
-from icrl.training import loss_of, make_optimizer, make_sampler, model_config
+from icrl.data import make_sampler
+from icrl.training import loss_of, make_optimizer, model_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "darkroom_ad.yaml"
 LAYERS = {64: 4, 128: 4, 256: 6}

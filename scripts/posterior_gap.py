@@ -29,7 +29,7 @@ from icrl.data import HistorySampler
 from icrl.evaluation import ModelPolicy
 from icrl.posterior import arm_posterior_probs, cross_entropy, entropy, linear_posterior_probs
 from icrl.spaces import EnvSpec
-from icrl.training import make_sampler
+from icrl.data import make_sampler
 
 
 def prefix_sums(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from icrl.integrity import quick_check
 from icrl.spaces import EnvSpec
 from icrl.steps import ShardSteps
 from icrl.store import HistoryStore
-from icrl.training import make_sampler
+from icrl.data import make_sampler
 
 BANDIT = ["env.kwargs.horizon=40", "collect.n_tasks=6", "collect.runs_per_task=3", "collect.algorithms=thompson,random",
           "collect.histories_per_shard=5", "filter.enabled=true", "filter.window=10"]
