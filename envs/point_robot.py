@@ -36,7 +36,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .grid import require_fraction
-from .tasks import TaskDistribution, require_int, require_positive, reset_tasks, same_step_final
+from .tasks import (TaskDistribution, require_float_actions, require_int, require_positive, reset_tasks,
+                    same_step_final)
 
 __all__ = [
     "START_HALF_WIDTH",
@@ -58,21 +59,9 @@ _QUADRATURE_ROWS = 2**20  # rollouts per batch in max_return (bounds the memory)
 
 
 def check_point_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Finite float actions of the given shape as float64, else a ``ValueError``.
-
-    Actions outside ``[-1, 1]`` are allowed here: the dynamics clip them.
-
-    Args:
-        actions: ``(2,)`` for a single env, ``(num_envs, 2)`` for a vector env.
-        shape: The expected shape.
-    """
-    name = "action" if len(shape) == 1 else "actions"
-    acts = np.asarray(actions)
-    if acts.shape != shape or not np.issubdtype(acts.dtype, np.floating):
-        raise ValueError(f"{name}: expected {shape} floats, got {acts.dtype} {acts.shape}")
-    if not np.all(np.isfinite(acts)):
-        raise ValueError(f"{name}: every action must be finite (no nan or inf)")
-    return acts.astype(np.float64)
+    """Finite float actions of the given shape as float64, else a ``ValueError``; actions outside
+    ``[-1, 1]`` are allowed here: the dynamics clip them (:func:`require_float_actions`)."""
+    return require_float_actions(actions, shape)
 
 
 # --------------------------------------------------------------------------- task distributions

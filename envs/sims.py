@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, require_int, reset_tasks, same_step_final
+from .tasks import TaskDistribution, require_float_actions, require_int, reset_tasks, same_step_final
 
 __all__ = ["EXTRA_HINT", "SimEnv", "SimTaskDistribution", "SimVectorEnv", "require_extra"]
 
@@ -57,18 +57,10 @@ def require_extra(module: str, env_id: str) -> ModuleType:
 
 
 def check_sim_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Finite float actions of exactly ``shape`` as float32, else a ``ValueError``.
-
-    Out-of-box actions are passed on: the simulators clamp them themselves as the benchmarks do
-    (icrl's runner clips them into the box before they get here anyway).
-    """
-    name = "action" if len(shape) == 1 else "actions"
-    acts = np.asarray(actions)
-    if acts.shape != shape or not np.issubdtype(acts.dtype, np.floating):
-        raise ValueError(f"{name}: expected {shape} floats, got {acts.dtype} {acts.shape}")
-    if not np.all(np.isfinite(acts)):
-        raise ValueError(f"{name}: every action must be finite (no nan or inf)")
-    return acts.astype(np.float32)
+    """Finite float actions of exactly ``shape`` as float32, else a ``ValueError``; out-of-box actions
+    are passed on: the simulators clamp them themselves as the benchmarks do (icrl's runner clips
+    them into the box before they get here anyway)."""
+    return require_float_actions(actions, shape, np.float32)
 
 
 class SimTaskDistribution(TaskDistribution):

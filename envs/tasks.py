@@ -80,6 +80,24 @@ def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+def require_float_actions(actions: Any, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """Finite float actions of exactly ``shape`` as ``dtype``, else a ``ValueError``; values outside
+    the action box are passed on (each family's dynamics clip or clamp them).
+
+    Args:
+        actions: ``(d,)`` for a single env, ``(num_envs, d)`` for a vector env.
+        shape: The expected shape.
+        dtype: The float type the dynamics compute in.
+    """
+    name = "action" if len(shape) == 1 else "actions"
+    acts = np.asarray(actions)
+    if acts.shape != shape or not np.issubdtype(acts.dtype, np.floating):
+        raise ValueError(f"{name}: expected {shape} floats, got {acts.dtype} {acts.shape}")
+    if not np.all(np.isfinite(acts)):
+        raise ValueError(f"{name}: every action must be finite (no nan or inf)")
+    return acts.astype(dtype)
+
+
 # --------------------------------------------------------------------------- task distributions
 
 

@@ -83,12 +83,8 @@ def verify(directory: str | os.PathLike) -> list[str]:
         One message per problem, each naming the file concerned; ``[]`` when sound.
     """
     directory = Path(directory)
-    try:
-        manifest = _read_manifest(directory)
-    except (ValueError, OSError) as exc:
-        return [str(exc)]
-    problems = manifest_problems(manifest)
-    if problems:
+    manifest, problems = _checked_manifest(directory)
+    if manifest is None:
         return problems
     spec, n_sources = manifest_spec(manifest), len(manifest["sources"])
     for e in manifest["shards"]:
@@ -118,12 +114,8 @@ def quick_check(directory: str | os.PathLike) -> list[str]:
     none (:class:`icrl.steps.ShardSteps`), or in memory by the content checksum
     (:class:`icrl.store.HistoryStore`). :func:`verify` stays the full check."""
     directory = Path(directory)
-    try:
-        manifest = _read_manifest(directory)
-    except (ValueError, OSError) as exc:
-        return [str(exc)]
-    problems = manifest_problems(manifest)
-    if problems:
+    manifest, problems = _checked_manifest(directory)
+    if manifest is None:
         return problems
     for e in manifest["shards"] + manifest["derived"]:
         path = directory / e["file"]
@@ -133,6 +125,16 @@ def quick_check(directory: str | os.PathLike) -> list[str]:
             problems.append(f"{e['file']}: {path.stat().st_size} bytes, manifest.json says {e['bytes']} "
                             f"(truncated or replaced)")
     return problems + _totals_problems(manifest)
+
+
+def _checked_manifest(directory: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The manifest and no problems, or None and what is wrong with it (unreadable, or its entries)."""
+    try:
+        manifest = _read_manifest(directory)
+    except (ValueError, OSError) as exc:
+        return None, [str(exc)]
+    problems = manifest_problems(manifest)
+    return (None, problems) if problems else (manifest, [])
 
 
 def _totals_problems(manifest: dict[str, Any]) -> list[str]:
