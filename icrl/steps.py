@@ -21,6 +21,11 @@ from icrl.validation import _value_problem
 FIELDS = ("obs", "next_obs", "action", "reward", "oracle_action")  # what the samplers read
 
 
+class DataError(ValueError):
+    """Streamed data that fail their checks where they are read (corrupted, out of the spec); the
+    message names the shard and the row, and how to check the whole dataset."""
+
+
 def as_model_input(name: str, x: np.ndarray, discrete_actions: bool) -> np.ndarray:
     """A stored field as the samplers use it: obs flattened to (N, k), actions int64 or (N, d)
     float32, rewards float32."""
@@ -106,20 +111,20 @@ class ShardSteps:
         if shard not in self._verified:
             if not self.store.has_chunk_checksums(shard) and \
                     file_sha256(self.store.directory / file) != self.store.manifest["shards"][shard]["sha256"]:
-                raise ValueError(f"{file}: sha256 mismatch (corrupted or replaced); run `icrl verify {self.store.directory}`")
+                raise DataError(f"{file}: sha256 mismatch (corrupted or replaced); run `icrl verify {self.store.directory}`")
             self._verified.add(shard)
         try:
             x = self.store.rows(shard, name, a, b)
         except _H5_ERRORS as exc:  # a failed Fletcher-32 checksum, a truncated chunk
-            raise ValueError(f"{file}: steps/{name} rows {a}:{b} are unreadable ({str(exc).splitlines()[0][:120]}); "
+            raise DataError(f"{file}: steps/{name} rows {a}:{b} are unreadable ({str(exc).splitlines()[0][:120]}); "
                              f"the shard is corrupted: run `icrl verify {self.store.directory}`") from None
         found = _value_problem(f"steps/{name}", x, self.spec)
         if found is not None:
-            raise ValueError(f"{file}: steps/{name} row {a + int(np.flatnonzero(found[0])[0])} {found[1]}; "
+            raise DataError(f"{file}: steps/{name} row {a + int(np.flatnonzero(found[0])[0])} {found[1]}; "
                              f"run `icrl verify {self.store.directory}`")
         if name == "reward" and self.reward_values is not None and not np.isin(x, self.reward_values).all():
             other = float(x[~np.isin(x, self.reward_values)][0])
-            raise ValueError(f"{file}: a reward of {other} is outside model.reward_values {self.reward_values.tolist()}; "
+            raise DataError(f"{file}: a reward of {other} is outside model.reward_values {self.reward_values.tolist()}; "
                              f"list every reward value, or leave it empty to regress rewards")
         return x
 

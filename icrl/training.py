@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from icrl.checkpoint import load_model, load_training_state, max_model_bytes, save_checkpoint
 from icrl.config import Config, ConfigError, to_dict
 from icrl.data import in_memory, make_sampler, training_obs, training_rewards
+from icrl.steps import DataError
 from icrl.evaluation import check_model_fits, probe
 from icrl.lock import folder_lock
 from icrl.methods import make_model as build_model
@@ -356,7 +357,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, weights: np
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            sample = sampler.sample(rng, cfg.train.batch_size, paired=paired)
+            try:
+                sample = sampler.sample(rng, cfg.train.batch_size, paired=paired)
+            except DataError as e:  # a corrupted chunk met mid-run: the last checkpoint stands
+                where = f"the last checkpoint is step {last_good} in {ckpt}" if last_good is not None else "no checkpoint yet"
+                raise ConfigError(f"data.dataset: {e} ({where})") from None
             batch = {k: v.to(device, non_blocking=True) for k, v in sample.items()}
             with autocast:
                 action_loss, aux, parts = loss_parts(net, mcfg.kind, batch)

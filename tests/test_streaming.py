@@ -182,3 +182,16 @@ def test_training_only_reads_the_filter_stage_output(tmp_path, bandit_data):
     other = load_config(None, BANDIT + [f"data.dataset={data}", "data.seq_len=12", "filter.lam=0.5"])
     with pytest.raises(ConfigError, match="has no LHF weights"):  # stale: another filter section
         make_sampler(other, tmp_path, spec)
+
+
+def test_streamed_training_stops_on_a_corrupted_chunk_with_one_line(bandit_data, tmp_path):
+    from icrl.training import train
+
+    data = _copy(bandit_data, tmp_path / "data")
+    for shard in sorted(data.glob("shard-*.h5")):
+        _flip_chunk(shard, "reward")  # whichever history the first batch draws
+    cfg = load_config(None, BANDIT + [f"data.dataset={data}", "data.streaming=true", "data.seq_len=12", "model.kind=ad",
+                                      "model.n_layer=1", "model.n_embd=16", "train.steps=2", "filter.enabled=false"])
+    with pytest.raises(ConfigError, match=r"^data.dataset: shard-\d+\.h5: steps/reward rows .* unreadable .*icrl "
+                                          r"verify.* \(no checkpoint yet\)$"):
+        train(cfg, tmp_path / "run", progress=False)
