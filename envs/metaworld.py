@@ -98,6 +98,8 @@ def _benchmark_tasks(benchmark: str, seed: int) -> tuple[np.ndarray, np.ndarray]
     import metaworld
 
     ml1 = metaworld.ML1(benchmark, seed=seed)
+    # Task.data is the pickle ML1 itself just made in this process from its own task dicts (its only
+    # encoding of a task); no file and nothing a user hands us is unpickled here
     train, test = (np.stack([pickle.loads(t.data)["rand_vec"] for t in ts]).astype(np.float64)
                    for ts in (ml1.train_tasks, ml1.test_tasks))
     train.setflags(write=False)
