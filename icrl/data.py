@@ -274,8 +274,8 @@ def make_sampler(cfg: Config, run_dir: Path, spec: EnvSpec, weights: np.ndarray 
                                list(range(rank, n_shards, world)) if 1 < world <= n_shards else None)
         else:
             batch = store.load()
-    if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
-        weights, weighting = lhf_weights(cfg, path)
+        if weights is None and cfg.filter.enabled:  # LHF: scores and weights next to the shards
+            weights, weighting = lhf_weights(cfg, path, store)
     if not d.streaming:
         batch = batch.every_episode(d.episode_stride)  # after LHF: the scores judge the whole history
     if batch.lengths.min() == 0:
@@ -300,12 +300,13 @@ def family_symmetries(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return tuple(envs.task_distribution(cfg.env.id, **cfg.env.kwargs).symmetries)
 
 
-def lhf_weights(cfg: Config, path: Path) -> tuple[np.ndarray, str]:
-    """The dataset's LHF weights for ``cfg.filter``, as the filter stage wrote them; training only
-    reads them (a missing or stale file is a ConfigError naming the command that writes it)."""
+def lhf_weights(cfg: Config, path: Path, store: HistoryStore) -> tuple[np.ndarray, str]:
+    """The LHF weights for ``cfg.filter`` of the dataset at ``path`` (open as ``store``), as the filter
+    stage wrote them; training only reads them (a missing or stale file is a ConfigError naming the
+    command that writes it)."""
     from icrl.filtering import load_weights
 
-    loaded = load_weights(path, cfg)
+    loaded = load_weights(store, cfg)
     if loaded is None:
         raise ConfigError(f"filter: {path} has no LHF weights for this config's filter section and seed {cfg.seed} "
                           f"(or the data changed since); write them with `icrl filter --config CONFIG --data {path}` "

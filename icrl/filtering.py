@@ -53,6 +53,7 @@ The paper gives formulas, not code; the choices it leaves open, made here:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -343,11 +344,11 @@ def filter_dataset(cfg: Config, directory: str | os.PathLike, task_dist: Any = N
     return report
 
 
-def load_weights(directory: str | os.PathLike, cfg: Config | None = None) -> tuple[np.ndarray, str] | None:
+def load_weights(directory: str | os.PathLike | HistoryStore, cfg: Config | None = None) -> tuple[np.ndarray, str] | None:
     """The training weights written by :func:`filter_dataset`, and how they act.
 
     Args:
-        directory: The dataset folder.
+        directory: The dataset folder, or its store already open (left open).
         cfg: If given, weights computed with another ``filter`` section or seed count as absent.
 
     Returns:
@@ -355,7 +356,8 @@ def load_weights(directory: str | os.PathLike, cfg: Config | None = None) -> tup
         LHF file, or its histories changed since it was written (a file written before the data
         were fingerprinted is checked by its length only).
     """
-    with HistoryStore(directory, check="index") as store:
+    opened = directory if isinstance(directory, HistoryStore) else None
+    with contextlib.nullcontext(opened) if opened else HistoryStore(directory, check="index") as store:
         entry = next((d for d in store.manifest["derived"] if d.get("name") == DERIVED_NAME), None)
         if entry is None:
             return None

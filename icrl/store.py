@@ -79,7 +79,7 @@ class HistoryStore:
         directory: The dataset folder (holding ``manifest.json``).
         check: What is checked at open: "values" (layout, index and the step values), "content"
             (also each shard's content checksum, from the same reads: corruption caught without a
-            second pass), or "index" (layout and index only, no step read: a reader that checks
+            second pass; the arrays read are kept for the first :meth:`load`), or "index" (layout and index only, no step read: a reader that checks
             what it reads, :class:`icrl.steps.ShardSteps`).
         cache_bytes: HDF5's chunk cache, split over the shards' step fields (None: h5py's 1 MiB per
             field and shard).
@@ -104,6 +104,7 @@ class HistoryStore:
         self._open()
         spec, n_sources = manifest_spec(self.manifest), len(self.sources)
         parts: list[dict[str, np.ndarray]] = []
+        self._read: list[dict[str, np.ndarray]] = []  # a content check's step arrays, until load()
         for f, entry in zip(self._files, self.manifest["shards"]):
             expect = ShardExpect(entry["n_histories"], entry["n_steps"], n_sources, spec,
                                  self.manifest.get("plan_sha256"))
@@ -120,6 +121,7 @@ class HistoryStore:
                 raise ValueError(f"{problems[0]}{more}; run `icrl verify {self.directory}`")
             self.fields: tuple[str, ...] = tuple(sorted(f["steps"]))
             parts.append(shard.index)
+            self._read.append(shard.steps)
         cat = {k: np.concatenate([p[k] for p in parts]) for k in INDEX_FIELDS}
         self.lengths: np.ndarray = cat["length"]
         self.task: np.ndarray = cat["task"]
@@ -206,10 +208,13 @@ class HistoryStore:
         return self.window(i, 0, int(self.lengths[self._check(i)]))
 
     def load(self) -> HistoryBatch:
-        """Every history in memory as one :class:`HistoryBatch` (small datasets, training)."""
+        """Every history in memory as one :class:`HistoryBatch` (small datasets, training). After a
+        content check, its arrays, not a second read."""
         self._check(0)
+        read, self._read = self._read, []
+        shards = read if read and all(read) else [{k: d[k][()] for k in self.fields} for d in self._datasets]
         return HistoryBatch(
-            steps={k: np.concatenate([d[k][()] for d in self._datasets]) for k in self.fields},
+            steps={k: np.concatenate([s[k] for s in shards]) for k in self.fields},
             lengths=self.lengths, task=self.task, task_params=self.task_params, run=self.run,
             source=self.source, episode_returns=list(self.episode_returns))
 
@@ -262,11 +267,11 @@ class HistoryStore:
         if self._pid == os.getpid():
             for f in self._files:
                 f.close()
-        self._files, self._datasets, self._pid, self._closed = [], [], -1, True
+        self._files, self._datasets, self._pid, self._closed, self._read = [], [], -1, True, []
 
     def __getstate__(self) -> dict[str, Any]:
         # h5py handles cannot be pickled (spawned DataLoader workers); they reopen on first use.
-        return {**self.__dict__, "_files": [], "_datasets": [], "_pid": -1}
+        return {**self.__dict__, "_files": [], "_datasets": [], "_pid": -1, "_read": []}
 
     def __enter__(self) -> HistoryStore:
         return self

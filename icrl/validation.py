@@ -164,6 +164,8 @@ class ShardCheck:
         n_steps: Steps in the shard (0 when its index is unusable).
         index: ``histories/<k>`` arrays (``INDEX_FIELDS``), read once; empty on problems.
         plan_sha256: The plan the shard records, or ``None``.
+        steps: ``steps/<k>`` arrays read for a content check (every field), so that a reader
+            need not read them again; empty otherwise or on problems.
     """
 
     problems: list[str]
@@ -171,6 +173,7 @@ class ShardCheck:
     n_steps: int = 0
     index: dict[str, np.ndarray] = field(default_factory=dict)
     plan_sha256: str | None = None
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -388,7 +391,8 @@ def check_shard(f: h5py.File, name: str, expect: ShardExpect = ShardExpect(),
     if content and not problems and _digest_attr(f, "content_sha256") != \
             bytes(_content_digest(f, loaded)).hex():
         problems.append(f"{name}: content checksum mismatch (data corrupted)")
-    return ShardCheck(problems, n, total, idx if not problems else {}, plan)
+    steps = {k[len("steps/"):]: v for k, v in loaded.items() if k.startswith("steps/")} if content and not problems else {}
+    return ShardCheck(problems, n, total, idx if not problems else {}, plan, steps)
 
 
 def check_shard_file(path: Path, expect: ShardExpect = ShardExpect(), content: bool = False) -> ShardCheck:

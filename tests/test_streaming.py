@@ -165,6 +165,28 @@ def test_a_streaming_start_hashes_nothing_and_reads_no_step(bandit_data, monkeyp
     assert hashed == []  # every shard carries chunk checksums: nothing to hash
 
 
+def test_an_in_memory_start_reads_each_step_field_once(bandit_data, monkeypatch):
+    with HistoryStore(bandit_data) as store:
+        expected = store.load()
+    reads = []
+    real = h5py.Dataset.__getitem__
+
+    def counted(ds, key):
+        if ds.name.startswith("/steps/"):
+            reads.append((ds.file.filename, ds.name))
+        return real(ds, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    with HistoryStore(bandit_data, check="content") as store:
+        first = store.load()
+        assert len(reads) == len(set(reads)) == len(store.fields) * len(store.shard_starts[1:])  # the check's reads only
+        again = store.load()  # a second load reads the shards again
+    for batch in (first, again):
+        assert batch.steps.keys() == expected.steps.keys()
+        for k in expected.steps:
+            np.testing.assert_array_equal(batch.steps[k], expected.steps[k])
+
+
 def test_training_only_reads_the_filter_stage_output(tmp_path, bandit_data):
     data = _copy(bandit_data, tmp_path / "data")
     (data / "lhf.h5").unlink()
