@@ -25,11 +25,12 @@ from gymnasium.vector.utils import batch_space
 
 from .tasks import (
     BanditTaskDistribution,
+    SingleTaskMixin,
+    VectorTaskMixin,
     check_vector_actions,
     require_choice,
     require_int,
     require_positive,
-    reset_tasks,
     same_step_final,
 )
 
@@ -52,7 +53,7 @@ def bernoulli_rewards(means: np.ndarray, rng: np.random.Generator) -> np.ndarray
 # --------------------------------------------------------------------------- base envs
 
 
-class BanditEnv(gymnasium.Env[int, np.int64]):
+class BanditEnv(SingleTaskMixin, gymnasium.Env[int, np.int64]):
     """A single bandit: constant observation 0, one arm pull per step, truncation at ``horizon``.
 
     The task is set by ``reset(options={"task": task})`` and kept across later resets. Until a task
@@ -73,20 +74,12 @@ class BanditEnv(gymnasium.Env[int, np.int64]):
         self._noise = noise
         self.observation_space = spaces.Discrete(1)
         self.action_space = spaces.Discrete(tasks.n_arms)
-        self._task: np.ndarray | None = None  # (*task_shape,)
-        self._task_given = False
         self._means = np.zeros(tasks.n_arms)  # (K,)
         self._best = 0.0
         self._t = 0
 
-    @property
-    def task(self) -> np.ndarray | None:
-        """A copy of the current task's parameters, ``None`` before the first reset."""
-        return None if self._task is None else self._task.copy()
-
     def _set_task(self, tasks: np.ndarray) -> None:
-        # tasks: (1, *task_shape), already validated
-        self._task = tasks[0]
+        super()._set_task(tasks)
         self._means = self.task_distribution.means(tasks)[0]  # (K,)
         self._best = float(self._means.max())
 
@@ -95,9 +88,7 @@ class BanditEnv(gymnasium.Env[int, np.int64]):
     ) -> tuple[int, dict[str, Any]]:
         """Start an episode; ``options={"task": task}`` (shape ``task_shape``) switches the task."""
         super().reset(seed=seed)
-        self._task_given = reset_tasks(
-            self, seed, options, self._task, self._task_given, None, self._set_task
-        )
+        self._reset_task(seed, options)
         self._t = 0
         return 0, {}
 
@@ -118,7 +109,7 @@ class BanditEnv(gymnasium.Env[int, np.int64]):
         return 0, reward, False, self._t >= self.horizon, {"regret": self._best - float(mu)}
 
 
-class BanditVectorEnv(VectorEnv):
+class BanditVectorEnv(VectorTaskMixin, VectorEnv):
     """``num_envs`` bandits stepped together in numpy, with SAME_STEP autoreset.
 
     ``reset(options={"task": tasks})`` takes ``(num_envs, *task_shape)`` tasks, kept across
@@ -149,19 +140,12 @@ class BanditVectorEnv(VectorEnv):
         self.single_action_space = spaces.Discrete(tasks.n_arms)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._tasks: np.ndarray | None = None  # (N, *task_shape)
-        self._tasks_given = False
         self._means = np.zeros((self.num_envs, tasks.n_arms))  # (N, K)
         self._best = np.zeros(self.num_envs)  # (N,)
         self._t = np.zeros(self.num_envs, dtype=np.int64)  # (N,) steps into the episode
 
-    @property
-    def tasks(self) -> np.ndarray | None:
-        """A copy of the current ``(num_envs, *task_shape)`` tasks, ``None`` before reset."""
-        return None if self._tasks is None else self._tasks.copy()
-
     def _set_tasks(self, tasks: np.ndarray) -> None:
-        self._tasks = tasks  # (N, *task_shape), validated
+        super()._set_tasks(tasks)
         self._means = self.task_distribution.means(tasks)  # (N, K)
         self._best = self._means.max(axis=1)  # (N,)
 
@@ -170,9 +154,7 @@ class BanditVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env; ``options={"task": tasks}`` sets ``(num_envs, *task_shape)`` tasks."""
         super().reset(seed=seed)
-        self._tasks_given = reset_tasks(
-            self, seed, options, self._tasks, self._tasks_given, self.num_envs, self._set_tasks
-        )
+        self._reset_tasks(seed, options)
         self._t[:] = 0
         return np.zeros(self.num_envs, dtype=np.int64), {}
 

@@ -28,7 +28,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, check_vector_actions, require_int, reset_tasks, same_step_final
+from .tasks import (SingleTaskMixin, TaskDistribution, VectorTaskMixin, check_vector_actions, require_int,
+                    same_step_final)
 
 __all__ = [
     "MOVES",
@@ -263,7 +264,7 @@ class GridTaskDistribution(TaskDistribution):
 # --------------------------------------------------------------------------- generic envs
 
 
-class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
+class GridEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.int64]):
     """One grid world: ``MultiDiscrete`` observations, 5 actions, truncation at ``horizon``.
 
     The task is set by ``reset(options={"task": task})`` and kept across later resets. Until a task
@@ -298,20 +299,13 @@ class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.horizon = tasks.horizon
         self.observation_space = spaces.MultiDiscrete(np.array(tasks.obs_nvec, dtype=np.int64))
         self.action_space = spaces.Discrete(N_ACTIONS)
-        self._task: np.ndarray | None = None  # (*task_shape,) float64
         self._task_int = np.zeros((1, *tasks.task_shape), dtype=np.int64)  # (1, *task_shape)
-        self._task_given = False
         self._obs = tasks.start_obs(1)  # (1, obs_dim)
         self._t = 0
         self._ended = True
 
-    @property
-    def task(self) -> np.ndarray | None:
-        """A copy of the current task's parameters, ``None`` before the first reset."""
-        return None if self._task is None else self._task.copy()
-
     def _set_task(self, tasks: np.ndarray) -> None:
-        self._task = tasks[0]  # tasks: (1, *task_shape), validated
+        super()._set_task(tasks)
         self._task_int = tasks.astype(np.int64)
 
     def reset(
@@ -319,9 +313,7 @@ class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; ``options={"task": task}`` (shape ``task_shape``) switches the task."""
         super().reset(seed=seed)
-        self._task_given = reset_tasks(
-            self, seed, options, self._task, self._task_given, None, self._set_task
-        )
+        self._reset_task(seed, options)
         self._obs = self.task_distribution.start_obs(1)
         self._t = 0
         self._ended = False
@@ -346,7 +338,7 @@ class GridEnv(gymnasium.Env[np.ndarray, np.int64]):
         return obs[0].copy(), float(reward[0]), bool(terminated[0]), truncated, {}
 
 
-class GridVectorEnv(VectorEnv):
+class GridVectorEnv(VectorTaskMixin, VectorEnv):
     """``num_envs`` grid worlds stepped together in numpy, with SAME_STEP autoreset.
 
     ``reset(options={"task": tasks})`` takes ``(num_envs, *task_shape)`` tasks, kept across resets
@@ -393,19 +385,12 @@ class GridVectorEnv(VectorEnv):
         self.single_action_space = spaces.Discrete(N_ACTIONS)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._tasks: np.ndarray | None = None  # (N, *task_shape) float64
         self._tasks_int = np.zeros((self.num_envs, *tasks.task_shape), dtype=np.int64)
-        self._tasks_given = False
         self._obs = tasks.start_obs(self.num_envs)  # (N, obs_dim)
         self._t = np.zeros(self.num_envs, dtype=np.int64)  # (N,) steps into the episode
 
-    @property
-    def tasks(self) -> np.ndarray | None:
-        """A copy of the current ``(num_envs, *task_shape)`` tasks, ``None`` before reset."""
-        return None if self._tasks is None else self._tasks.copy()
-
     def _set_tasks(self, tasks: np.ndarray) -> None:
-        self._tasks = tasks  # (N, *task_shape), validated
+        super()._set_tasks(tasks)
         self._tasks_int = tasks.astype(np.int64)
 
     def reset(
@@ -413,9 +398,7 @@ class GridVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env; ``options={"task": tasks}`` sets ``(num_envs, *task_shape)`` tasks."""
         super().reset(seed=seed)
-        self._tasks_given = reset_tasks(
-            self, seed, options, self._tasks, self._tasks_given, self.num_envs, self._set_tasks
-        )
+        self._reset_tasks(seed, options)
         self._obs = self.task_distribution.start_obs(self.num_envs)
         self._t[:] = 0
         return self._obs.copy(), {}

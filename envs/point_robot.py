@@ -36,8 +36,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .grid import require_fraction
-from .tasks import (TaskDistribution, require_float_actions, require_int, require_positive, reset_tasks,
-                    same_step_final)
+from .tasks import (SingleTaskMixin, TaskDistribution, VectorTaskMixin, require_float_actions, require_int,
+                    require_positive, same_step_final)
 
 __all__ = [
     "START_HALF_WIDTH",
@@ -347,7 +347,7 @@ class SparsePointRobotTaskDistribution(PointRobotTaskDistribution):
 # --------------------------------------------------------------------------- envs
 
 
-class PointRobotEnv(gymnasium.Env[np.ndarray, np.ndarray]):
+class PointRobotEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.ndarray]):
     """``icrl/PointRobot-v0``: move a point toward an unseen goal; reward ``-||state - goal||``.
 
     The task (goal) is set by ``reset(options={"task": goal})`` and kept across later resets.
@@ -380,30 +380,21 @@ class PointRobotEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.horizon = tasks.horizon
         self.observation_space = tasks.observation_space
         self.action_space = tasks.action_space
-        self._task: np.ndarray | None = None  # (2,) float64
         self._tasks = np.zeros((1, 2))  # (1, 2) the task as a batch of one
-        self._task_given = False
         self._obs = np.zeros((1, 2), dtype=np.float32)  # (1, 2)
         self._t = 0
         self._ended = True
 
-    @property
-    def task(self) -> np.ndarray | None:
-        """A copy of the current goal, ``None`` before the first reset."""
-        return None if self._task is None else self._task.copy()
-
     def _set_task(self, tasks: np.ndarray) -> None:
-        self._task = tasks[0]  # tasks: (1, 2), validated
-        self._tasks = tasks
+        super()._set_task(tasks)
+        self._tasks = tasks  # (1, 2)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; ``options={"task": goal}`` (shape ``(2,)``) switches the goal."""
         super().reset(seed=seed)
-        self._task_given = reset_tasks(
-            self, seed, options, self._task, self._task_given, None, self._set_task
-        )
+        self._reset_task(seed, options)
         self._obs = self.task_distribution.start_obs(self.np_random, 1)  # (1, 2)
         self._t = 0
         self._ended = False
@@ -425,7 +416,7 @@ class PointRobotEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         return obs[0].copy(), float(reward[0]), False, truncated, {"success": bool(success[0])}
 
 
-class PointRobotVectorEnv(VectorEnv):
+class PointRobotVectorEnv(VectorTaskMixin, VectorEnv):
     """``num_envs`` point robots stepped together in numpy, with SAME_STEP autoreset.
 
     ``reset(options={"task": goals})`` takes ``(num_envs, 2)`` goals, kept across resets and
@@ -473,19 +464,9 @@ class PointRobotVectorEnv(VectorEnv):
         self.single_action_space = tasks.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._tasks: np.ndarray | None = None  # (N, 2) float64
-        self._tasks_given = False
         self._start_rngs: list[np.random.Generator] | None = None  # one per env
         self._obs = np.zeros((self.num_envs, 2), dtype=np.float32)  # (N, 2)
         self._t = np.zeros(self.num_envs, dtype=np.int64)  # (N,) steps into the episode
-
-    @property
-    def tasks(self) -> np.ndarray | None:
-        """A copy of the current ``(num_envs, 2)`` goals, ``None`` before reset."""
-        return None if self._tasks is None else self._tasks.copy()
-
-    def _set_tasks(self, tasks: np.ndarray) -> None:
-        self._tasks = tasks  # (N, 2), validated
 
     def _starts(self, envs: np.ndarray) -> np.ndarray:
         """Start positions of the given envs, each from its own generator, ``(k, 2)`` float32."""
@@ -498,9 +479,7 @@ class PointRobotVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env; ``options={"task": goals}`` sets ``(num_envs, 2)`` goals."""
         super().reset(seed=seed)
-        self._tasks_given = reset_tasks(
-            self, seed, options, self._tasks, self._tasks_given, self.num_envs, self._set_tasks
-        )
+        self._reset_tasks(seed, options)
         if seed is not None:
             self._start_rngs = [seeding.np_random(seed + i)[0] for i in range(self.num_envs)]
         elif self._start_rngs is None:

@@ -28,7 +28,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .tasks import TaskDistribution, require_float_actions, require_int, reset_tasks, same_step_final
+from .tasks import (SingleTaskMixin, TaskDistribution, VectorTaskMixin, require_float_actions, require_int,
+                    same_step_final)
 
 __all__ = ["EXTRA_HINT", "SimEnv", "SimTaskDistribution", "SimVectorEnv", "require_extra"]
 
@@ -90,7 +91,7 @@ class SimTaskDistribution(TaskDistribution):
         """One step: ``(obs, reward, info)``, ``info`` holding exactly ``info_keys``."""
 
 
-class SimEnv(gymnasium.Env[np.ndarray, np.ndarray]):
+class SimEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.ndarray]):
     """One simulator playing one task of its family.
 
     ``reset(options={"task": task})`` sets the task, kept across later resets; until one is given
@@ -106,25 +107,18 @@ class SimEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.observation_space = tasks.observation_space
         self.action_space = tasks.action_space
         self._sim = tasks.make_sim()
-        self._task: np.ndarray | None = None  # (*task_shape,) float64
-        self._task_given = False
         self._sim_seeded = False
         self._t = 0
         self._ended = True
 
-    @property
-    def task(self) -> np.ndarray | None:
-        """A copy of the current task, ``None`` before the first reset."""
-        return None if self._task is None else self._task.copy()
-
     def _set_task(self, tasks: np.ndarray) -> None:
-        self._task = tasks[0]  # tasks: (1, *task_shape), validated
+        super()._set_task(tasks)
         self.task_distribution.set_sim_task(self._sim, self._task)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode; ``options={"task": task}`` switches the task."""
         super().reset(seed=seed)
-        self._task_given = reset_tasks(self, seed, options, self._task, self._task_given, None, self._set_task)
+        self._reset_task(seed, options)
         if seed is None and not self._sim_seeded:  # the simulator's stream comes from ours
             seed = int(self.np_random.integers(2**32))
         self._sim_seeded = True
@@ -148,7 +142,7 @@ class SimEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self._sim.close()
 
 
-class SimVectorEnv(VectorEnv):
+class SimVectorEnv(VectorTaskMixin, VectorEnv):
     """``num_envs`` simulators stepped in a loop, with SAME_STEP autoreset.
 
     ``reset(options={"task": tasks})`` takes one task per env, kept across resets and
@@ -169,26 +163,18 @@ class SimVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._sims = [tasks.make_sim() for _ in range(self.num_envs)]
-        self._tasks: np.ndarray | None = None  # (N, *task_shape) float64
-        self._tasks_given = False
         self._sims_seeded = False
         self._t = np.zeros(self.num_envs, dtype=np.int64)  # (N,) steps into the episode
 
-    @property
-    def tasks(self) -> np.ndarray | None:
-        """A copy of the current ``(num_envs, *task_shape)`` tasks, ``None`` before reset."""
-        return None if self._tasks is None else self._tasks.copy()
-
     def _set_tasks(self, tasks: np.ndarray) -> None:
-        self._tasks = tasks  # (N, *task_shape), validated
+        super()._set_tasks(tasks)
         for sim, task in zip(self._sims, tasks):
             self.task_distribution.set_sim_task(sim, task)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Reset every env; ``options={"task": tasks}`` sets one task per env."""
         super().reset(seed=seed)
-        self._tasks_given = reset_tasks(self, seed, options, self._tasks, self._tasks_given, self.num_envs,
-                                        self._set_tasks)
+        self._reset_tasks(seed, options)
         if seed is not None:
             seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
         elif not self._sims_seeded:

@@ -388,6 +388,47 @@ def reset_tasks(
     return given
 
 
+class SingleTaskMixin:
+    """The current task of a single env: the ``task`` property and the reset step that switches it
+    (:func:`reset_tasks`). An env overrides ``_set_task`` to derive what it needs from the task."""
+
+    _task: np.ndarray | None = None  # (*task_shape,), None before the first reset
+    _task_given = False  # set through reset(options={"task": ...}), kept across resets
+
+    @property
+    def task(self) -> np.ndarray | None:
+        """A copy of the current task's parameters, ``None`` before the first reset."""
+        return None if self._task is None else self._task.copy()
+
+    def _set_task(self, tasks: np.ndarray) -> None:
+        self._task = tasks[0]  # tasks: (1, *task_shape), validated
+
+    def _reset_task(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """The task part of ``reset`` (after ``super().reset(seed=seed)``)."""
+        self._task_given = reset_tasks(self, seed, options, self._task, self._task_given, None, self._set_task)
+
+
+class VectorTaskMixin:
+    """The current tasks of a vector env, one per sub-env: as :class:`SingleTaskMixin`."""
+
+    num_envs: int
+    _tasks: np.ndarray | None = None  # (num_envs, *task_shape), None before the first reset
+    _tasks_given = False
+
+    @property
+    def tasks(self) -> np.ndarray | None:
+        """A copy of the current ``(num_envs, *task_shape)`` tasks, ``None`` before reset."""
+        return None if self._tasks is None else self._tasks.copy()
+
+    def _set_tasks(self, tasks: np.ndarray) -> None:
+        self._tasks = tasks  # (N, *task_shape), validated
+
+    def _reset_tasks(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """The task part of ``reset`` (after ``super().reset(seed=seed)``)."""
+        self._tasks_given = reset_tasks(self, seed, options, self._tasks, self._tasks_given, self.num_envs,
+                                        self._set_tasks)
+
+
 # --------------------------------------------------------------------------- family registry
 
 
