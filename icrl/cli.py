@@ -179,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_results(results: dict, plot: Path, out: Path) -> None:
-    from icrl.evaluation import format_table
+    from icrl.results import format_table
 
     print(format_table(results))
     print(f"results: {out / 'results.json'}\nplot: {plot}")

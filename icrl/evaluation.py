@@ -9,7 +9,6 @@ episode, and, where the env reports ``info["success"]``, the success rate per ep
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,103 +21,16 @@ from icrl import envs
 from icrl.checkpoint import load_model
 from icrl.collectors import child_seed_sequence, make_policy, run_policy
 from icrl.config import Config, ConfigError, to_dict
-from icrl.histories import HistoryBatch, atomic_write
+from icrl.histories import HistoryBatch
 from icrl.methods import method_of
-from icrl.models.encoders import first_action
-from icrl.planning import CachedImaginer, PlanSettings, beam_search, candidate_search, context_steps
-from icrl.precision import autocast, resolve_precision
+from icrl.planning import PlanSettings, context_steps
+from icrl.policies import ModelPolicy, OraclePolicy
+from icrl.precision import resolve_precision
+from icrl.results import SCHEMA, summarise_all, write_results
 from icrl.spaces import EnvSpec, space_to_dict
 
 _EVAL_TASKS, _EVAL_RUN = 0, 1  # spawn keys under eval.seed
 _POLICY = 2  # child of the run sequence that seeds every method's own generator (the env uses 0)
-SCHEMA = "icrl.results/v1"
-
-
-class ModelPolicy:
-    """A pretrained model as a batched policy: one cached token per step, no re-encoding.
-
-    Its method steps it (:mod:`icrl.methods`): AD appends the token (obs_t, a_{t-1}, r_{t-1}) and
-    reads a_t from it (rolling window cache); DPT reads out the current query against the cached
-    context, then appends the transition. The
-    action comes from the model's head (``ActionHead.act``): sampled at ``temperature``, or the
-    argmax / mean with ``greedy``. A DICP model with ``plan`` settings plans instead once its
-    context is full (``icrl.planning``: beam search for Discrete actions, candidates for Box ones)
-    on forks of the online state, which the search leaves as it was. The model runs at ``precision``
-    (``fp32`` or ``bf16`` autocast, :mod:`icrl.precision`); its outputs are cast to fp32 before an
-    action is drawn or planned from them.
-    """
-
-    def __init__(self, model: torch.nn.Module, num_envs: int, rng: np.random.Generator, greedy: bool = False,
-                 temperature: float = 1.0, plan: PlanSettings | None = None, precision: str = "fp32") -> None:
-        self.model, self.rng, self.greedy, self.temperature = model, rng, greedy, temperature
-        self.precision = precision
-        self.config, self.method = model.config, method_of(model.config.kind)
-        self.device = next(model.parameters()).device
-        self.cache = model.new_cache(num_envs, device=self.device)
-        self.prev_action = first_action(self.config.action, num_envs, self.device)  # (N,) or (N, d) sentinel
-        self.prev_reward = torch.zeros(num_envs, device=self.device)
-        self.t = 0
-        if plan is not None and not self.config.world_model:
-            raise ValueError(f"planning needs a DICP model (model.world_model), not {self.config.method}")
-        self.plan = plan
-        self.episode_t = np.zeros(num_envs, dtype=np.int64)  # (N,) step within the current episode
-
-    def _obs(self, obs: np.ndarray) -> torch.Tensor:
-        obs = np.asarray(obs)
-        return torch.as_tensor(obs.reshape(len(obs), -1), device=self.device)  # (N, k)
-
-    def _action(self, actions: np.ndarray) -> torch.Tensor:
-        a = np.asarray(actions)
-        if self.config.discrete_actions:
-            return torch.as_tensor(a, device=self.device)  # (N,)
-        return torch.as_tensor(a.reshape(len(a), -1), dtype=torch.float32, device=self.device)  # (N, d)
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        with autocast(self.device, self.precision):
-            out = self.method.act(self.model, self.cache, self._obs(obs), self.prev_action, self.prev_reward)
-            out = out.float()  # (N, out) the draw, its temperature and the search in fp32
-            if self.plan is not None and self.t >= self.plan.start:
-                actions = self._planned(self._obs(obs), out)  # (N,) or (N, d)
-            else:
-                actions = self.model.head.act(out, self.rng, self.greedy, self.temperature)  # (N,) or (N, d)
-        return actions.reshape(len(actions), *self.config.action.shape)
-
-    def _planned(self, obs: torch.Tensor, out: torch.Tensor) -> np.ndarray:
-        """DICP's search from the current context (``icrl.planning``); the cache is only forked."""
-        root = CachedImaginer(self.model, self.cache, obs, out)
-        p = self.plan
-        if not self.config.discrete_actions:
-            return candidate_search(root, self.model.head, p.plan_candidates, self.rng, self.temperature).cpu().numpy()
-        left = np.maximum(p.horizon - self.episode_t, 1)  # (N,) steps left in each episode
-        depth = torch.as_tensor(np.minimum(p.plan_depth, left), device=self.device)  # (N,)
-        plan = beam_search(root, self.config.n_actions, depth, p.beam_width, self.rng, self.greedy,
-                           self.temperature, p.plan_order)
-        return plan.action.cpu().numpy()
-
-    @torch.no_grad()
-    def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-               terminated: np.ndarray, truncated: np.ndarray) -> None:
-        a = self._action(actions)
-        r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
-        with autocast(self.device, self.precision):
-            if self.method.observe(self.model, self.cache, self._obs(obs), a, r, self._obs(next_obs)):
-                self.prev_action, self.prev_reward = a, r
-        self.t += 1
-        self.episode_t = np.where(np.asarray(terminated) | np.asarray(truncated), 0, self.episode_t + 1)  # (N,)
-
-
-class OraclePolicy:
-    """The task distribution's optimal action in every state (upper reference)."""
-
-    def __init__(self, num_envs: int, task_dist: Any, rng: np.random.Generator, tasks: np.ndarray) -> None:
-        self.task_dist, self.tasks = task_dist, tasks
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.task_dist.oracle_action(self.tasks, obs))  # (N,) int or (N, *shape) float
-
-    def update(self, *args: Any) -> None:
-        pass
 
 
 def eval_tasks(cfg: Config) -> tuple[np.ndarray, str]:
@@ -305,49 +217,6 @@ def probe(cfg: Config, model: torch.nn.Module, precision: str | None = None) -> 
     return {"probe/final": float(curve[-1]), "probe/mean_over_curve": float(curve.mean())}
 
 
-def per_task(c: np.ndarray, n_tasks: int, rollouts: int) -> np.ndarray:
-    """(N, L) per-task means of one method's rows: the rollouts of each task and, where the rows of
-    several training seeds are stacked, the seeds averaged.
-
-    Rows are ordered seed, task, rollout (``eval_tasks`` repeats each task ``rollouts`` times in a
-    row; ``aggregate_seeds`` stacks the seeds' arrays).
-    """
-    rows, L = c.shape[0], c.shape[1:]
-    if n_tasks < 1 or rollouts < 1 or rows % (n_tasks * rollouts):
-        raise ValueError(f"{rows} rows are not seeds x {n_tasks} tasks x {rollouts} rollouts")
-    return c.reshape(rows // (n_tasks * rollouts), n_tasks, rollouts, *L).mean(axis=(0, 2))  # (N, L)
-
-
-def summarise(curves: dict[str, np.ndarray], n_tasks: int | None = None, rollouts: int = 1) -> tuple[dict, dict]:
-    """Mean and standard error over tasks of every method's curve, and its summary.
-
-    The unit is the task: the rollouts of one task share the task (and a seed's model), so they are
-    not independent draws; each task's rows are averaged first (:func:`per_task`), then the mean
-    and ``std(ddof=1) / sqrt(N)`` are taken over the N per-task means. With several training seeds
-    a task's mean averages the seeds too, so the stderr is that of the seed-averaged model over the
-    eval tasks; the spread the training seed adds is ``final_stderr_seeds`` (``aggregate_seeds``).
-
-    Args:
-        curves: ``{method: (rows, L)}`` per-rollout curves.
-        n_tasks: the number of eval tasks; None: every row is a task.
-        rollouts: rollouts per task.
-    """
-    out, summary = {}, {}
-    for m, c in curves.items():
-        c = per_task(c, n_tasks or len(c), rollouts)  # (N, L)
-        mean = c.mean(0)
-        stderr = c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else np.zeros_like(mean)
-        out[m] = {"mean": mean.tolist(), "stderr": stderr.tolist()}
-        summary[m] = {"final": float(mean[-1]), "final_stderr": float(stderr[-1]), "mean_over_curve": float(mean.mean())}
-    return out, summary
-
-
-def stderr_over(n_tasks: int, rollouts: int, n_seeds: int = 1) -> str:
-    """The words ``results.json`` states the unit of its stderr in."""
-    averaged = ([f"{rollouts} rollouts"] if rollouts > 1 else []) + ([f"{n_seeds} training seeds"] if n_seeds > 1 else [])
-    return f"tasks (n={n_tasks}" + (f"; {' and '.join(averaged)} averaged per task)" if averaged else ")")
-
-
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, progress: bool = True,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the model (if ``checkpoint``) and the baselines online on the unseen tasks.
@@ -391,102 +260,3 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path, pr
                "checkpoint": str(checkpoint) if checkpoint is not None else None, "config": to_dict(cfg),
                "seed": cfg.seed, "precision": precision, "wall_seconds": time.perf_counter() - start, **(extra or {})}
     return write_results(out_dir, results, curves)
-
-
-def summarise_all(curves: dict[str, np.ndarray], n_tasks: int, rollouts: int, n_seeds: int = 1) -> dict[str, Any]:
-    """``curves``/``summary`` of the main metric, ``other_metrics`` and ``stderr_over`` from a flat
-    dict of per-rollout curves whose keys are ``method`` (the main metric) or ``metric.method``
-    (e.g. ``success_rate.ad``); stderrs over tasks (:func:`summarise`)."""
-    main = {k: c for k, c in curves.items() if "." not in k}
-    mean_curves, summary = summarise(main, n_tasks, rollouts)
-    out: dict[str, Any] = {"curves": mean_curves, "summary": summary,
-                           "stderr_over": stderr_over(n_tasks, rollouts, n_seeds)}
-    others = sorted({k.split(".", 1)[0] for k in curves if "." in k})
-    if others:
-        out["other_metrics"] = {}
-        for name in others:
-            c, s = summarise({k.split(".", 1)[1]: v for k, v in curves.items() if k.startswith(name + ".")},
-                             n_tasks, rollouts)
-            out["other_metrics"][name] = {"curves": c, "summary": s}
-    return out
-
-
-def write_results(out_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> dict[str, Any]:
-    """``results.json`` and ``curves.npz`` (every rollout's curve, to aggregate seeds) into ``out_dir``,
-    each written whole or not at all (results last: its presence means the evaluation finished)."""
-    import io
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **curves)
-    atomic_write(out_dir / "curves.npz", buffer.getvalue())
-    atomic_write(out_dir / "results.json", json.dumps(results, indent=1).encode())
-    return results
-
-
-def training_probes(run_dir: str | Path) -> list[dict[str, float]]:
-    """The ``train.eval_every`` probes of a run's metrics.jsonl: step, training seconds, final, mean.
-
-    Probe rows carry ``probe/final`` and ``probe/mean_over_curve``; runs written before the probes
-    had their own namespace carry ``eval/final`` and ``eval/mean_over_curve``, read the same.
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    out = []
-    for r in rows:
-        ns = "probe" if "probe/final" in r else "eval" if "eval/final" in r else None
-        if ns is not None:
-            out.append({"step": r["train/step"], "train_s": r["time/train_s"], "final": r[f"{ns}/final"],
-                        "mean_over_curve": r[f"{ns}/mean_over_curve"]})
-    return out
-
-
-def aggregate_seeds(run_dirs: list[Path], seeds: list[int], walls: list[float], out_dir: str | Path,
-                    train_dirs: list[Path] | None = None) -> dict[str, Any]:
-    """One ``results.json`` over the runs of several training seeds (their ``curves.npz``).
-
-    A method's rows are stacked over the seeds (the model: seeds x tasks x rollouts rows); a
-    baseline whose curves are identical in every run (same eval tasks and random numbers) counts
-    once. The ± is over the eval tasks, each task's mean averaging its rollouts and the seeds
-    (:func:`summarise`): the seeds share the eval tasks, so a (seed, task) mean is not an
-    independent draw, and the tasks are the sample taken from the task distribution. What the
-    training seed adds is reported next to it: ``final_stderr_seeds`` of a method that differs by
-    seed is the stderr over the seeds of each seed's final value (mean over its tasks), and
-    ``per_seed`` keeps each seed's summary, wall time (collect + train + eval) and the probes of
-    ``train.eval_every`` (quality against training time, from ``train_dirs``, by default the run
-    folders); ``wall_seconds`` is the sum of the wall times.
-    """
-    runs = [json.loads((Path(d) / "results.json").read_text()) for d in run_dirs]
-    arrays = [dict(np.load(Path(d) / "curves.npz")) for d in run_dirs]
-    curves, by_seed = {}, []
-    for m in arrays[0]:
-        rows = [a[m] for a in arrays]
-        same = all(np.array_equal(r, rows[0]) for r in rows[1:])
-        curves[m] = rows[0] if same else np.concatenate(rows)
-        if not same:
-            by_seed.append(m)
-    n_tasks, rollouts = runs[0]["n_tasks"], runs[0].get("n_rollouts_per_task", 1)
-    results = {**runs[0], **summarise_all(curves, n_tasks, rollouts, len(seeds)), "seeds": list(seeds),
-               "per_seed": {str(s): {"summary": r["summary"], "wall_seconds": w, "probes": training_probes(d)}
-                            for s, r, w, d in zip(seeds, runs, walls, train_dirs or run_dirs)},
-               "checkpoint": None, "wall_seconds": float(sum(walls))}
-    for key in by_seed:
-        finals = np.array([a[key][:, -1].mean() for a in arrays])  # (S,) each seed's final value
-        name, method = key.split(".", 1) if "." in key else (None, key)
-        summary = results["summary"] if name is None else results["other_metrics"][name]["summary"]
-        summary[method]["final_stderr_seeds"] = float(finals.std(ddof=1) / np.sqrt(len(finals)))
-    results["config"] = {**results["config"], "seed": seeds[0], "seeds": list(seeds)}
-    return write_results(out_dir, results, curves)
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text table of every method's final value, best first."""
-    label = "final regret" if results["metric"] == "cumulative_regret" else "final return"
-    rows = sorted(results["summary"].items(), key=lambda kv: kv[1]["final"],
-                  reverse=results["metric"] == "episode_return")
-    lines = [f"{'method':<10} {label:>14} {'± stderr':>9} {'mean over curve':>16}"]
-    lines += [f"{m:<10} {s['final']:>14.3f} {s['final_stderr']:>9.3f} {s['mean_over_curve']:>16.3f}" for m, s in rows]
-    if "stderr_over" in results:
-        lines.append(f"stderr over {results['stderr_over']}")
-    return "\n".join(lines)

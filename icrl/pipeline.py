@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from icrl.config import Config, ConfigError, resolved_env_kwargs, to_dict
-from icrl.evaluation import aggregate_seeds, evaluate
+from icrl.evaluation import evaluate
+from icrl.results import aggregate_seeds
 from icrl.histories import atomic_write
 from icrl.lock import folder_lock
 from icrl.plots import plot_results

@@ -274,7 +274,7 @@ def candidate_search(root: Imaginer, head: Any, n_candidates: int, rng: np.rando
 
 @dataclass
 class PlanSettings:
-    """How :class:`icrl.evaluation.ModelPolicy` plans (``eval.*`` fields).
+    """How :class:`icrl.policies.ModelPolicy` plans (``eval.*`` fields).
 
     Attributes:
         beam_width, plan_depth, plan_candidates, plan_order: ``eval.beam_width`` etc.

@@ -26,7 +26,7 @@ from icrl.checkpoint import load_model
 from icrl.collectors import run_policy
 from icrl.config import load_config
 from icrl.data import HistorySampler
-from icrl.evaluation import ModelPolicy
+from icrl.policies import ModelPolicy
 from icrl.posterior import arm_posterior_probs, cross_entropy, entropy, linear_posterior_probs
 from icrl.spaces import EnvSpec
 from icrl.data import make_sampler

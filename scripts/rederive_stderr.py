@@ -1,4 +1,4 @@
-"""Re-derive the ± of committed results over the right unit: the eval task (icrl.evaluation.summarise).
+"""Re-derive the ± of committed results over the right unit: the eval task (icrl.results.summarise).
 
 Results written before the fix took the stderr over task x rollout (x seed) rows. For each
 ``results.json`` given, every method's per-rollout curves are looked for, in this order:
@@ -29,7 +29,8 @@ import numpy as np
 import yaml
 
 from icrl.config import load_config
-from icrl.evaluation import evaluate, stderr_over, summarise, summarise_all
+from icrl.evaluation import evaluate
+from icrl.results import stderr_over, summarise, summarise_all
 
 MODELS = ("ad", "dpt")
 ROWS = "task x rollout{} rows (per-rollout curves not kept): not re-derivable over tasks"

@@ -18,7 +18,7 @@ import torch
 from icrl.checkpoint import load_model
 from icrl.collectors import run_policy
 from icrl.config import load_config
-from icrl.evaluation import ModelPolicy
+from icrl.policies import ModelPolicy
 
 
 class VisitCounter(ModelPolicy):

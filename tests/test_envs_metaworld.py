@@ -30,7 +30,8 @@ from icrl.cli import main
 from icrl.collectors.mdp import NoiseDistillPolicy
 from icrl.envs import task_distribution
 from icrl.envs.metaworld import _task_data
-from icrl.evaluation import OraclePolicy, episode_success
+from icrl.evaluation import episode_success
+from icrl.policies import OraclePolicy
 from icrl.spaces import EnvSpec
 
 REACH, PUSH, PICK = "icrl/MetaWorld-Reach-v3", "icrl/MetaWorld-Push-v3", "icrl/MetaWorld-PickPlace-v3"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from icrl.config import load_config
-from icrl.evaluation import aggregate_seeds, evaluate, format_table, per_task, stderr_over, summarise
+from icrl.evaluation import evaluate
+from icrl.results import aggregate_seeds, format_table, per_task, stderr_over, summarise
 from icrl.models.encoders import softmax_sample
 
 

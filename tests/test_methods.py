@@ -11,7 +11,7 @@ import torch
 
 from icrl.config import ModelSection
 from icrl.data import HistorySampler
-from icrl.evaluation import ModelPolicy
+from icrl.policies import ModelPolicy
 from icrl.histories import HistoryBatch
 from icrl.methods import METHODS, make_model, method_loss, method_of
 from icrl.models import BACKBONES, ModelConfig

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from icrl import precision as precision_module
 from icrl.config import ConfigError, load_config
-from icrl.evaluation import ModelPolicy, online_steps
+from icrl.evaluation import online_steps
+from icrl.policies import ModelPolicy
 from icrl.models import ADModel, DPTModel, head_loss
 from icrl.precision import autocast, resolve_precision
 from icrl.training import train
