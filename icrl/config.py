@@ -69,6 +69,9 @@ class CollectConfig:
     psrl_particles: int = _f(512, "PSRL: prior tasks (particles) per history that the posterior reweighs", min=1)
     psrl_sigma: float = _f(0.05, "PSRL: std of the Gaussian reward likelihood (a tolerance when rewards are exact)",
                            min=1e-9)
+    bayes_temperature: float = _f(1.0, "bayes: samples arms from P(a* | D)^(1/T) under the family's exact prior "
+                                  "(T = 1: Thompson sampling with the true prior; set it to eval.temperature to see "
+                                  "what a perfect DPT does there)", min=1e-6)
     ucbvi_bonus_scale: float = _f(1.0, "UCB-VI: multiplier c of the bonus c * 2H sqrt(log(S A T / delta) / max(1, N(s,a))); "
                                   "1 keeps Dark Room near random for 100 episodes, 0.001 learns (docs/architecture.md)",
                                   min=0.0)
@@ -79,7 +82,7 @@ class CollectConfig:
                 ("ucb_c", "thompson_prior_mean", "thompson_prior_std", "linucb_beta", "linucb_lambda",
                  "ppo_rollout", "ppo_epochs", "ppo_minibatches", "ppo_lr", "ppo_gamma", "ppo_gae_lambda", "ppo_clip",
                  "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm", "ppo_hidden", "ppo_shared", "ppo_squash",
-                 "psrl_particles", "psrl_sigma", "ucbvi_bonus_scale")}
+                 "psrl_particles", "psrl_sigma", "ucbvi_bonus_scale", "bayes_temperature")}
 
 
 @dataclass

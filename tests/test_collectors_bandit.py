@@ -450,3 +450,48 @@ def test_published_ordering_gaussian_bandit():
     assert final["thompson"] < final["ucb"] < final["emp"] < final["random"]
     # random: 500 * (E[max of 5 U(0,1)] - E[mu]) = 500 * (5/6 - 1/2) = 166.67
     assert final["random"] == pytest.approx(500 / 3, rel=0.03)
+
+
+# ---------------------------------------------------------------------------------------------- bayes
+
+
+def test_bayes_matches_the_posterior_of_a_hand_case():
+    # Bernoulli arms with U[0, 1] means: one success on arm 0 gives Beta(2, 1) against Beta(1, 1),
+    # P(mu_0 > mu_1) = int_0^1 2x * x dx = 2/3; at T = 1/2 the probabilities are squared: 4/9 : 1/9.
+    dist = envs.task_distribution(BERN, n_arms=2)
+    for temperature, expected in ((1.0, [2 / 3, 1 / 3]), (0.5, [0.8, 0.2])):
+        policy = make_policy("bayes", 3, dist, np.random.default_rng(0), bayes_temperature=temperature)
+        policy.update(None, np.zeros(3, np.int64), np.ones(3), None, None, None)
+        np.testing.assert_allclose(policy.probs(), [expected] * 3, atol=1e-3)
+
+
+def test_bayes_draws_arms_with_its_probabilities():
+    dist = envs.task_distribution(GAUSS, n_arms=3, sigma=0.3)
+    n = 20000
+    policy = make_policy("bayes", n, dist, np.random.default_rng(1), bayes_temperature=0.7)
+    policy.update(None, np.zeros(n, np.int64), np.full(n, 0.6), None, None, None)
+    policy.update(None, np.ones(n, np.int64), np.full(n, 0.4), None, None, None)
+    p = policy.probs()[0]  # every row holds the same data
+    assert np.allclose(policy.probs(), p) and p[0] > p[1] and abs(p.sum() - 1) < 1e-12
+    freq = np.bincount(policy.act(None), minlength=3) / n
+    assert np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-9)
+
+
+def test_bayes_on_the_linear_bandit_sums_the_features():
+    dist = envs.task_distribution(LINEAR, n_arms=4, dim=2)
+    policy = make_policy("bayes", 2, dist, np.random.default_rng(0))
+    phi = dist.features
+    policy.update(None, np.array([1, 3]), np.array([0.5, -1.0]), None, None, None)
+    policy.update(None, np.array([1, 0]), np.array([0.25, 2.0]), None, None, None)
+    np.testing.assert_allclose(policy.xtx[0], 2 * np.outer(phi[1], phi[1]))
+    np.testing.assert_allclose(policy.xtx[1], np.outer(phi[3], phi[3]) + np.outer(phi[0], phi[0]))
+    np.testing.assert_allclose(policy.xtr[0], 0.75 * phi[1])
+    np.testing.assert_allclose(policy.xtr[1], -phi[3] + 2.0 * phi[0])
+    assert policy.probs().shape == (2, 4) and np.allclose(policy.probs().sum(1), 1)
+
+
+def test_bayes_needs_a_bandit_with_a_prior_and_a_positive_temperature():
+    with pytest.raises(ValueError, match="bayes_temperature"):
+        make_policy("bayes", 2, envs.task_distribution(GAUSS), np.random.default_rng(0), bayes_temperature=0.0)
+    with pytest.raises(ValueError, match="bandit"):
+        make_policy("bayes", 2, envs.task_distribution("icrl/DarkRoom-v0"), np.random.default_rng(0))

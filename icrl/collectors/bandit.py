@@ -9,7 +9,8 @@ tests can check them against hand-computed numbers.
 The baselines follow the DPT paper (Lee et al. 2023, "Supervised Pretraining Can Learn
 In-Context Reinforcement Learning", App. on bandit baselines): Emp (empirical mean), UCB with the
 bonus c/sqrt(n_a), Thompson sampling with a N(0.5, 1/12) prior (the mean and variance of U[0, 1])
-and known noise, LinUCB, and the "random contexts" used to build DPT's pretraining data.
+and known noise, LinUCB, and the "random contexts" used to build DPT's pretraining data. ``bayes``
+samples from the exact posterior over the optimal arm: the policy DPT's loss targets.
 
 All policies share one constructor signature, ``(num_envs, task_dist, rng, **params)``, and the
 batched interface of :class:`icrl.collectors.base.Policy`. Learning statistics are kept across
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from icrl.envs import BernoulliBanditTaskDistribution
+from icrl.posterior import arm_posterior_probs, linear_posterior_probs
 
 # ----------------------------------------------------------------------------------------------
 # pure index / posterior math
@@ -386,6 +388,59 @@ class LinUCBPolicy:
         self.b += rewards[:, None] * x
 
 
+class BayesPolicy:
+    """Posterior probability matching with the family's exact prior: a_t ~ P(a* = a | D)^(1/T).
+
+    DPT's loss is minimised by P(a* | D) (docs/architecture.md#models), so this is the policy a
+    perfect DPT runs when it samples at temperature ``T = bayes_temperature``: at T = 1 it is
+    Thompson sampling under the true prior (U[0, 1] or Beta arm means; theta ~ N(0, I/d) on the
+    linear bandit), and below 1 it sharpens the posterior as ``eval.temperature`` sharpens DPT's
+    logits. P(a* | D) comes from :mod:`icrl.posterior`: a grid over each arm's mean for independent
+    arms, 4,096 posterior draws of theta for the linear bandit.
+    """
+
+    def __init__(self, num_envs: int, task_dist: Any, rng: np.random.Generator, bayes_temperature: float = 1.0) -> None:
+        self.dist, self.rng, self.num_envs = task_dist, rng, num_envs
+        self.temperature = _check(bayes_temperature, "bayes_temperature", 0.0, strict=True)
+        n_arms = _n_arms(task_dist, "bayes")
+        self.features = getattr(task_dist, "features", None)
+        if self.features is None and getattr(task_dist, "prior", None) is None:
+            raise ValueError(f"bayes needs a bandit family with a known prior (Gaussian, Bernoulli or linear); "
+                             f"got {type(task_dist).__name__}")
+        if self.features is not None:
+            d = self.features.shape[1]
+            self.xtx, self.xtr = np.zeros((num_envs, d, d)), np.zeros((num_envs, d))  # sum phi phi^T, sum phi r
+        else:
+            self.counts, self.sums = np.zeros((num_envs, n_arms)), np.zeros((num_envs, n_arms))  # (N, K) each
+
+    def probs(self) -> np.ndarray:
+        """(N, K) P(a* = a | D)^(1/T), normalised over arms."""
+        d = self.dist
+        if self.features is not None:
+            p = linear_posterior_probs(self.xtx, self.xtr, self.features, d.sigma, self.rng)
+        else:
+            p = arm_posterior_probs(self.counts, self.sums, sigma=getattr(d, "sigma", None), prior=d.prior,
+                                    alpha=d.prior_alpha, beta=d.prior_beta)
+        p = p ** (1.0 / self.temperature)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        cdf = np.cumsum(self.probs(), axis=1)  # (N, K)
+        u = self.rng.random(self.num_envs)[:, None] * cdf[:, -1:]  # (N, 1)
+        return np.minimum((cdf <= u).sum(axis=1), cdf.shape[1] - 1).astype(np.int64)  # inverse-CDF sampling
+
+    def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+               next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        rows = np.arange(self.num_envs)
+        if self.features is not None:
+            x = self.features[actions]  # (N, d)
+            self.xtx += x[:, :, None] * x[:, None, :]
+            self.xtr += rewards[:, None] * x
+        else:
+            self.counts[rows, actions] += 1.0
+            self.sums[rows, actions] += rewards
+
+
 class DPTRandomPolicy:
     """DPT's random contexts: per task a fixed action distribution p, actions i.i.d. from p."""
 
@@ -413,4 +468,5 @@ BANDIT_POLICIES: dict[str, type] = {
     "thompson": ThompsonPolicy,
     "linucb": LinUCBPolicy,
     "dpt_random": DPTRandomPolicy,
+    "bayes": BayesPolicy,
 }
