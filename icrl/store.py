@@ -79,8 +79,9 @@ class HistoryStore:
         directory: The dataset folder (holding ``manifest.json``).
         check: What is checked at open: "values" (layout, index and the step values), "content"
             (also each shard's content checksum, from the same reads: corruption caught without a
-            second pass; the arrays read are kept for the first :meth:`load`), or "index" (layout and index only, no step read: a reader that checks
-            what it reads, :class:`icrl.steps.ShardSteps`).
+            second pass; the arrays read are kept for the first :meth:`load`), or "index" (layout
+            and index only, no step read: a reader that checks what it reads,
+            :class:`icrl.steps.ShardSteps`).
         cache_bytes: HDF5's chunk cache, split over the shards' step fields (None: h5py's 1 MiB per
             field and shard).
     """
