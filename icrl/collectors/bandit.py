@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from icrl.envs import BernoulliBanditTaskDistribution
+from icrl.collectors.psrl import sample_categorical
 from icrl.posterior import arm_posterior_probs, linear_posterior_probs
 
 # ----------------------------------------------------------------------------------------------
@@ -425,9 +426,8 @@ class BayesPolicy:
         return p / p.sum(axis=1, keepdims=True)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        cdf = np.cumsum(self.probs(), axis=1)  # (N, K)
-        u = self.rng.random(self.num_envs)[:, None] * cdf[:, -1:]  # (N, 1)
-        return np.minimum((cdf <= u).sum(axis=1), cdf.shape[1] - 1).astype(np.int64)  # inverse-CDF sampling
+        with np.errstate(divide="ignore"):  # an arm ruled out has log-probability -inf
+            return sample_categorical(np.log(self.probs()), self.rng.random(self.num_envs))
 
     def update(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
