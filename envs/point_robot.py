@@ -48,7 +48,6 @@ __all__ = [
     "SparsePointRobotEnv",
     "SparsePointRobotTaskDistribution",
     "SparsePointRobotVectorEnv",
-    "check_point_actions",
 ]
 
 #: An action in ``[-1, 1]^2`` moves the point by ``STEP_SIZE * action``.
@@ -56,12 +55,6 @@ STEP_SIZE = 0.1
 #: Episodes start at a position drawn from ``U(-START_HALF_WIDTH, START_HALF_WIDTH)^2``.
 START_HALF_WIDTH = 0.1
 _QUADRATURE_ROWS = 2**20  # rollouts per batch in max_return (bounds the memory)
-
-
-def check_point_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Finite float actions of the given shape as float64, else a ``ValueError``; actions outside
-    ``[-1, 1]`` are allowed here: the dynamics clip them (:func:`require_float_actions`)."""
-    return require_float_actions(actions, shape)
 
 
 # --------------------------------------------------------------------------- task distributions
@@ -380,14 +373,9 @@ class PointRobotEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.ndarray]):
         self.horizon = tasks.horizon
         self.observation_space = tasks.observation_space
         self.action_space = tasks.action_space
-        self._tasks = np.zeros((1, 2))  # (1, 2) the task as a batch of one
         self._obs = np.zeros((1, 2), dtype=np.float32)  # (1, 2)
         self._t = 0
         self._ended = True
-
-    def _set_task(self, tasks: np.ndarray) -> None:
-        super()._set_task(tasks)
-        self._tasks = tasks  # (1, 2)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -407,8 +395,8 @@ class PointRobotEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.ndarray]):
                 "step() called before reset() or after the episode was truncated at "
                 f"horizon={self.horizon}; call reset() first"
             )
-        act = check_point_actions(action, (2,))
-        obs, reward, success = self.task_distribution.transition(self._tasks, self._obs, act[None])
+        act = require_float_actions(action, (2,))  # the dynamics clip into [-1, 1]
+        obs, reward, success = self.task_distribution.transition(self._task[None], self._obs, act[None])
         self._obs = obs
         self._t += 1
         truncated = self._t >= self.horizon
@@ -495,7 +483,7 @@ class PointRobotVectorEnv(VectorTaskMixin, VectorEnv):
         """Step every env; ``actions`` is ``(num_envs, 2)`` finite floats, clipped to [-1, 1]."""
         if self._tasks is None:
             raise RuntimeError("step() called before reset(); call reset() first")
-        acts = check_point_actions(actions, (self.num_envs, 2))
+        acts = require_float_actions(actions, (self.num_envs, 2))
         obs, rewards, success = self.task_distribution.transition(self._tasks, self._obs, acts)
         self._t += 1
         truncated = self._t >= self.horizon  # (N,)

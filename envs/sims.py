@@ -57,13 +57,6 @@ def require_extra(module: str, env_id: str) -> ModuleType:
                                   name=missing) from e
 
 
-def check_sim_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Finite float actions of exactly ``shape`` as float32, else a ``ValueError``; out-of-box actions
-    are passed on: the simulators clamp them themselves as the benchmarks do (icrl's runner clips
-    them into the box before they get here anyway)."""
-    return require_float_actions(actions, shape, np.float32)
-
-
 class SimTaskDistribution(TaskDistribution):
     """The tasks of a simulator family and the four functions both of its envs run.
 
@@ -131,7 +124,7 @@ class SimEnv(SingleTaskMixin, gymnasium.Env[np.ndarray, np.ndarray]):
         if self._ended:
             raise RuntimeError(f"step() called before reset() or after the episode was truncated at "
                                f"horizon={self.horizon}; call reset() first")
-        act = check_sim_actions(action, self.action_space.shape)
+        act = require_float_actions(action, self.action_space.shape, np.float32)  # the simulator clamps
         assert self._task is not None
         obs, reward, info = self.task_distribution.step_sim(self._sim, self._task, act)
         self._t += 1
@@ -191,7 +184,7 @@ class SimVectorEnv(VectorTaskMixin, VectorEnv):
         """Step every simulator once; ``actions`` is ``(num_envs, *action_shape)`` finite floats."""
         if self._tasks is None:
             raise RuntimeError("step() called before reset(); call reset() first")
-        acts = check_sim_actions(actions, (self.num_envs, *self.single_action_space.shape))
+        acts = require_float_actions(actions, (self.num_envs, *self.single_action_space.shape), np.float32)
         dist = self.task_distribution
         rows = [dist.step_sim(sim, task, a) for sim, task, a in zip(self._sims, self._tasks, acts)]
         obs = np.stack([r[0] for r in rows])  # (N, *obs_shape)
