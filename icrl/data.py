@@ -295,8 +295,6 @@ def family_symmetries(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     that it declares some), else none."""
     if not cfg.data.symmetries:
         return ()
-    from icrl import envs
-
     return tuple(envs.task_distribution(cfg.env.id, **cfg.env.kwargs).symmetries)
 
 
